@@ -1,0 +1,131 @@
+"""Every setting of every service, validated once at start-up into one frozen object."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crypto_live.errors import ConfigError
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _strict_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no")
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
+CommaList = Annotated[tuple[str, ...] | None, BeforeValidator(_comma_list)]
+
+DEFAULT_BINANCE_STREAM_URL = "wss://stream.binance.com:9443/"
+
+
+class Settings(BaseSettings):
+    """The DESIGN.md settings table plus tuning knobs; env vars are the field names upper-cased."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    aws_endpoint_url: str | None = None
+    aws_region: str = Field(
+        default="ap-southeast-1", validation_alias=AliasChoices("AWS_REGION", "REGION")
+    )
+    pipeline_iam_user: str = ""
+
+    kinesis_stream_name: str = Field(default="crypto-live-miniticker", min_length=1)
+    kinesis_shard_count: int = Field(default=2, ge=1, le=500)
+
+    binance_websocket_secret: str = "crypto-live.binance_ws"
+    binance_streams: Annotated[CommaList, Field(default=None)]
+    binance_stream_url: str = DEFAULT_BINANCE_STREAM_URL
+    testnet: StrictBool = False
+    binance_api_key: SecretStr | None = None
+
+    dynamo_table_name: str = "crypto-live-miniticker"
+    dynamo_latest_table_name: str = "crypto-live-ticker-latest"
+    retention_ttl_days: int = Field(default=1, ge=1)
+
+    s3_bucket: str = Field(default="crypto-live-bucket", min_length=3)
+    s3_jsonl_dir_path: str = "batch_jsonl"
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_batch_timeout: int = Field(default=10, ge=1)
+
+    consumer_app_name: str | None = None
+    initial_position: str = "TRIM_HORIZON"
+
+    # Producer tuning (KPL names where KPL has one).
+    record_max_buffered_time_ms: int = Field(default=100, ge=1, le=60_000)
+    aggregation_max_bytes: int = Field(default=51_200, ge=1024, le=1_048_320)
+    producer_queue_size: int = Field(default=10_000, ge=1)
+    max_in_flight_puts: int = Field(default=4, ge=1, le=64)
+    shard_map_refresh_seconds: float = Field(default=30.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=15.0, gt=0)
+    dead_letter_flush_seconds: float = Field(default=5.0, gt=0)
+
+    # Simulated exchange.
+    exchange_host: str = "127.0.0.1"
+    exchange_port: int = Field(default=9443, ge=0, le=65535)
+    exchange_symbols: int = Field(default=20, ge=1, le=5000)
+    exchange_rate_hz: float = Field(default=1.0, gt=0, le=1000)
+
+    # Embedded AWS (moto server) used by `crypto-live up` when AWS_ENDPOINT_URL is unset.
+    embedded_aws_port: int = Field(default=4566, ge=0, le=65535)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced and validated again (CLI flags mirror env vars)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = first.get("loc") or ("settings",)
+    name = str(loc[0]).upper()
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"invalid setting {name}{shown}: {first.get('msg', 'invalid value')}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; a bad value raises ConfigError naming the variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from err
+    _check_position(settings.initial_position)
+    return settings
+
+
+def _check_position(position: str) -> None:
+    from datetime import datetime
+
+    if position in ("TRIM_HORIZON", "LATEST"):
+        return
+    if position.startswith("AT_TIMESTAMP:"):
+        try:
+            datetime.fromisoformat(position.removeprefix("AT_TIMESTAMP:"))
+        except ValueError as err:
+            raise ConfigError(
+                f"invalid setting INITIAL_POSITION (got {position!r}): bad ISO time"
+            ) from err
+        return
+    raise ConfigError(
+        f"invalid setting INITIAL_POSITION (got {position!r}): "
+        "expected TRIM_HORIZON, LATEST or AT_TIMESTAMP:<iso time>"
+    )

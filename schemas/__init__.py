@@ -1,0 +1,1 @@
+"""Avro schemas of crypto-live and their single-object codec."""

@@ -1,0 +1,35 @@
+"""The in-memory shape of one miniTicker event, as the Avro schema names its fields."""
+
+from __future__ import annotations
+
+from typing import Final, TypedDict
+
+
+class MiniTicker(TypedDict):
+    """One Binance miniTicker event (DESIGN.md data model); decimals are exact strings."""
+
+    event_type: str
+    event_time: int
+    stream_type: str
+    symbol: str
+    close_price: str
+    open_price: str
+    high_price: str
+    low_price: str
+    base_volume: str
+    quote_volume: str
+    iso_timestamp: str
+    received_at: int
+
+
+# Binance payload key -> our field, for the exact-decimal fields.
+DECIMAL_FIELDS: Final[dict[str, str]] = {
+    "c": "close_price",
+    "o": "open_price",
+    "h": "high_price",
+    "l": "low_price",
+    "v": "base_volume",
+    "q": "quote_volume",
+}
+
+FIELD_ORDER: Final[tuple[str, ...]] = tuple(MiniTicker.__annotations__)

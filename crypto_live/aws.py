@@ -1,0 +1,66 @@
+"""boto3 clients from settings: the same code talks to moto, LocalStack and AWS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from crypto_live.settings import Settings
+
+# Adaptive retries let botocore back off on throttling before our own retry logic sees it.
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=32,
+)
+
+
+class AwsClients:
+    """One boto3 session per service; clients are created once and shared (they are thread-safe)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._session = boto3.session.Session(
+            profile_name=settings.pipeline_iam_user or None,
+            region_name=settings.aws_region,
+        )
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self._settings.aws_endpoint_url
+
+    def client(self, service: str) -> Any:
+        """A cached boto3 client for ``service`` pointed at the configured endpoint."""
+        if service not in self._clients:
+            self._clients[service] = self._session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self._settings.aws_endpoint_url,
+                config=_CONFIG,
+            )
+        return self._clients[service]
+
+    @property
+    def kinesis(self) -> Any:
+        return self.client("kinesis")
+
+    @property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def secretsmanager(self) -> Any:
+        return self.client("secretsmanager")
+
+    def close(self) -> None:
+        """Close every client's connection pool (idempotent)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

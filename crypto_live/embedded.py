@@ -1,0 +1,89 @@
+"""The embedded AWS endpoint: moto's standalone server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from crypto_live.errors import ConfigError, CryptoLiveError
+
+log = logging.getLogger(__name__)
+
+# Credentials the embedded endpoint accepts; never real ones.
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts anything
+}
+
+
+class EmbeddedAws:
+    """Starts moto's ThreadedMotoServer and waits until it answers HTTP."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 4566) -> None:
+        self._host = host
+        self._port = port or _free_port(host)
+        self._server: object | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the server; returns its endpoint URL."""
+        from moto.server import ThreadedMotoServer
+
+        if _port_in_use(self._host, self._port):
+            raise ConfigError(
+                f"invalid setting EMBEDDED_AWS_PORT (got {self._port}): port already in use; "
+                "set AWS_ENDPOINT_URL to use a running endpoint (e.g. LocalStack) instead"
+            )
+        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
+        server.start()
+        self._server = server
+        wait_until_ready(self.endpoint_url, timeout)
+        log.info("embedded AWS endpoint at %s", self.endpoint_url)
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+
+
+def use_dummy_credentials() -> None:
+    """Give boto3 credentials for the emulator unless the user set some."""
+    for name, value in DUMMY_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+
+
+def wait_until_ready(endpoint_url: str, timeout: float) -> None:
+    """Poll the endpoint until it answers any HTTP status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=2):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise CryptoLiveError(
+                    f"AWS endpoint {endpoint_url} not ready in {timeout}s: {err}"
+                ) from err
+            time.sleep(0.05)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,143 @@
+"""Idempotent creation of the stream, tables, bucket and secret (`crypto-live provision`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from crypto_live.aws import AwsClients
+from crypto_live.errors import CryptoLiveError
+from crypto_live.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STREAMS = (
+    "btcusdt@miniTicker",
+    "ethusdt@miniTicker",
+    "bnbusdt@miniTicker",
+    "solusdt@miniTicker",
+    "xrpusdt@miniTicker",
+)
+TTL_ATTRIBUTE = "expires_at"
+
+
+class ProvisionError(CryptoLiveError):
+    """A resource could not be created or did not become ready."""
+
+
+@dataclass
+class ProvisionReport:
+    """What provision created and what already existed."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+    def add(self, name: str, created: bool) -> None:
+        (self.created if created else self.existing).append(name)
+
+
+def provision(settings: Settings, clients: AwsClients, timeout: float = 60.0) -> ProvisionReport:
+    """Create whatever is missing; safe to run any number of times."""
+    report = ProvisionReport()
+    report.add(f"kinesis:{settings.kinesis_stream_name}", _stream(settings, clients, timeout))
+    report.add(
+        f"dynamodb:{settings.dynamo_table_name}",
+        _table(
+            clients,
+            settings.dynamo_table_name,
+            [("stream_type", "HASH"), ("iso_timestamp", "RANGE")],
+            ttl=True,
+        ),
+    )
+    report.add(
+        f"dynamodb:{settings.dynamo_latest_table_name}",
+        _table(clients, settings.dynamo_latest_table_name, [("symbol", "HASH")], ttl=False),
+    )
+    report.add(f"s3:{settings.s3_bucket}", _bucket(settings, clients))
+    report.add(f"secret:{settings.binance_websocket_secret}", _secret(settings, clients))
+    log.info("provisioned: created=%s existing=%s", report.created, report.existing)
+    return report
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
+    kinesis = clients.kinesis
+    name = settings.kinesis_stream_name
+    created = False
+    try:
+        kinesis.create_stream(StreamName=name, ShardCount=settings.kinesis_shard_count)
+        created = True
+    except ClientError as err:
+        if _code(err) != "ResourceInUseException":
+            raise ProvisionError(f"cannot create stream {name}: {err}") from err
+    deadline = time.monotonic() + timeout
+    while True:
+        status = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        if status["StreamStatus"] == "ACTIVE":
+            return created
+        if time.monotonic() > deadline:
+            raise ProvisionError(f"stream {name} not ACTIVE after {timeout}s")
+        time.sleep(0.2)
+
+
+def _table(
+    clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: bool
+) -> bool:
+    dynamodb = clients.dynamodb
+    try:
+        dynamodb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+        )
+    except ClientError as err:
+        if _code(err) != "ResourceInUseException":
+            raise ProvisionError(f"cannot create table {name}: {err}") from err
+        return False
+    dynamodb.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    if ttl:
+        dynamodb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    return True
+
+
+def _bucket(settings: Settings, clients: AwsClients) -> bool:
+    s3 = clients.s3
+    params: dict[str, Any] = {"Bucket": settings.s3_bucket}
+    if settings.aws_region != "us-east-1":
+        params["CreateBucketConfiguration"] = {"LocationConstraint": settings.aws_region}
+    try:
+        s3.create_bucket(**params)
+    except ClientError as err:
+        if _code(err) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return False
+        raise ProvisionError(f"cannot create bucket {settings.s3_bucket}: {err}") from err
+    return True
+
+
+def _secret(settings: Settings, clients: AwsClients) -> bool:
+    try:
+        clients.secretsmanager.create_secret(
+            Name=settings.binance_websocket_secret,
+            SecretString=json.dumps({"streams": list(DEFAULT_STREAMS)}),
+        )
+    except ClientError as err:
+        if _code(err) == "ResourceExistsException":
+            return False
+        raise ProvisionError(
+            f"cannot create secret {settings.binance_websocket_secret}: {err}"
+        ) from err
+    return True

@@ -1,0 +1,50 @@
+"""`provision` against a real moto server over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crypto_live.aws import AwsClients
+from crypto_live.provision import DEFAULT_STREAMS, provision
+from crypto_live.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_provision_creates_everything_then_is_idempotent(
+    aws_settings: Settings, aws: AwsClients
+) -> None:
+    first = provision(aws_settings, aws)
+    assert sorted(first.created) == sorted(
+        [
+            "kinesis:crypto-live-miniticker",
+            "dynamodb:crypto-live-miniticker",
+            "dynamodb:crypto-live-ticker-latest",
+            "s3:crypto-live-bucket",
+            "secret:crypto-live.binance_ws",
+        ]
+    )
+    second = provision(aws_settings, aws)
+    assert second.created == []
+    assert sorted(second.existing) == sorted(first.created)
+
+    shards = aws.kinesis.list_shards(StreamName="crypto-live-miniticker")["Shards"]
+    assert len(shards) == aws_settings.kinesis_shard_count == 2
+
+    history = aws.dynamodb.describe_table(TableName="crypto-live-miniticker")["Table"]
+    assert {(k["AttributeName"], k["KeyType"]) for k in history["KeySchema"]} == {
+        ("stream_type", "HASH"),
+        ("iso_timestamp", "RANGE"),
+    }
+    ttl = aws.dynamodb.describe_time_to_live(TableName="crypto-live-miniticker")
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    latest = aws.dynamodb.describe_table(TableName="crypto-live-ticker-latest")["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in latest["KeySchema"]] == [
+        ("symbol", "HASH")
+    ]
+    aws.s3.head_bucket(Bucket="crypto-live-bucket")
+    secret = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_ws")
+    assert json.loads(secret["SecretString"]) == {"streams": list(DEFAULT_STREAMS)}

@@ -37,7 +37,7 @@ class AwsClients:
         """A cached boto3 client for ``service`` pointed at the configured endpoint."""
         if service not in self._clients:
             self._clients[service] = self._session.client(
-                service,  # type: ignore[call-overload]
+                service,
                 endpoint_url=self._settings.aws_endpoint_url,
                 config=_CONFIG,
             )

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # Credentials the embedded endpoint accepts; never real ones.
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts anything
+    "AWS_SECRET_ACCESS_KEY": "testing",
 }
 
 

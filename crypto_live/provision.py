@@ -88,9 +88,7 @@ def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
         time.sleep(0.2)
 
 
-def _table(
-    clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: bool
-) -> bool:
+def _table(clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: bool) -> bool:
     dynamodb = clients.dynamodb
     try:
         dynamodb.create_table(

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     kinesis_stream_name: str = Field(default="crypto-live-miniticker", min_length=1)
     kinesis_shard_count: int = Field(default=2, ge=1, le=500)
 
-    binance_websocket_secret: str = "crypto-live.binance_ws"
+    binance_websocket_secret: str = "crypto-live.binance_ws"  # noqa: S105 - a name
     binance_streams: Annotated[CommaList, Field(default=None)]
     binance_stream_url: str = DEFAULT_BINANCE_STREAM_URL
     testnet: StrictBool = False

@@ -80,8 +80,8 @@ class SchemaRegistry:
 
 def register(schema: Mapping[str, Any]) -> RegisteredSchema:
     """Parse one schema definition."""
-    parsed = fastavro.parse_schema(dict(schema))
-    return RegisteredSchema(parsed["name"], schema_fingerprint(parsed), parsed)
+    parsed: Any = fastavro.parse_schema(dict(schema))
+    return RegisteredSchema(str(parsed["name"]), schema_fingerprint(parsed), parsed)
 
 
 class SingleObjectCodec:
@@ -117,11 +117,13 @@ class SingleObjectCodec:
         target = reader or self._writer
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(body, writer.parsed, target.parsed)
+            record: Any = fastavro.schemaless_reader(body, writer.parsed, target.parsed)
         except Exception as err:  # fastavro raises many types on corrupt input
             raise DecodeError(f"corrupt {writer.name} body: {type(err).__name__} {err}") from err
         if body.tell() != len(data) - HEADER_SIZE:
             raise DecodeError(f"corrupt {writer.name} body: trailing bytes")
+        if not isinstance(record, dict):
+            raise DecodeError(f"{writer.name} is not a record schema")
         return record
 
 

@@ -51,7 +51,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def reset_moto(endpoint: str) -> None:
     """Forget every resource, so each test starts from an empty account."""
     request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+    with urllib.request.urlopen(request, timeout=10):
         pass
 
 

@@ -14,11 +14,20 @@ __all__ = [
     "generate_symbols",
 ]
 
-# Binance's "e"/"E" keys differ only in case, so the functional TypedDict syntax is required.
-MiniTickerPayload = TypedDict(
-    "MiniTickerPayload",
-    {"e": str, "E": int, "s": str, "c": str, "o": str, "h": str, "l": str, "v": str, "q": str},
-)
+
+class MiniTickerPayload(TypedDict):
+    """A Binance ``24hrMiniTicker`` event; every amount is a string with eight decimals."""
+
+    e: str  # event type
+    E: int  # event time, epoch ms
+    s: str  # symbol
+    c: str  # close (last) price
+    o: str  # open price 24 h ago
+    h: str  # 24 h high
+    l: str  # noqa: E741 - 24 h low; the name is Binance's
+    v: str  # 24 h base asset volume
+    q: str  # 24 h quote asset volume
+
 
 EVENT_TYPE = "24hrMiniTicker"
 SECONDS_PER_DAY = 86_400
@@ -106,7 +115,9 @@ class MarketSimulator:
         self._rng = random.Random(seed)  # noqa: S311 - simulation, not cryptography
         self._volatility = volatility
         known = dict(_MAJORS)
-        self._states = [self._initial_state(name, known.get(name)) for name in generate_symbols(symbols)]
+        self._states = [
+            self._initial_state(name, known.get(name)) for name in generate_symbols(symbols)
+        ]
 
     @property
     def symbols(self) -> tuple[str, ...]:

@@ -42,9 +42,7 @@ def test_provision_creates_everything_then_is_idempotent(
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
     assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
     latest = aws.dynamodb.describe_table(TableName="crypto-live-ticker-latest")["Table"]
-    assert [(k["AttributeName"], k["KeyType"]) for k in latest["KeySchema"]] == [
-        ("symbol", "HASH")
-    ]
+    assert [(k["AttributeName"], k["KeyType"]) for k in latest["KeySchema"]] == [("symbol", "HASH")]
     aws.s3.head_bucket(Bucket="crypto-live-bucket")
     secret = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_ws")
     assert json.loads(secret["SecretString"]) == {"streams": list(DEFAULT_STREAMS)}

@@ -1,0 +1,59 @@
+"""KPL deaggregation of GetRecords output, with aws-kinesis-agg's protobuf message."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aws_kinesis_agg
+from aws_kinesis_agg import messages_pb2
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from crypto_live.errors import CryptoLiveError
+
+MAGIC: bytes = aws_kinesis_agg.MAGIC
+DIGEST_SIZE: int = aws_kinesis_agg.DIGEST_SIZE
+
+
+class DeaggregationError(CryptoLiveError):
+    """An aggregated record whose digest matched but whose contents cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One user record: position in the shard (sequence + sub-sequence), key and bytes."""
+
+    sequence_number: str
+    sub_sequence_number: int
+    partition_key: str
+    data: bytes
+    arrival: datetime
+    aggregated: bool
+
+
+def deaggregate(record: Mapping[str, Any]) -> list[UserRecord]:
+    """The user records inside one boto3 GetRecords record (itself, if not aggregated)."""
+    data: bytes = record["Data"]
+    sequence = record["SequenceNumber"]
+    arrival = record["ApproximateArrivalTimestamp"]
+    body = data[len(MAGIC) : -DIGEST_SIZE]
+    is_aggregate = (
+        data.startswith(MAGIC)
+        and len(data) > len(MAGIC) + DIGEST_SIZE
+        and hashlib.md5(body).digest() == data[-DIGEST_SIZE:]  # noqa: S324 - KPL format
+    )
+    if not is_aggregate:
+        return [UserRecord(sequence, 0, record["PartitionKey"], data, arrival, False)]
+    message = messages_pb2.AggregatedRecord()
+    try:
+        message.ParseFromString(body)
+        keys = list(message.partition_key_table)
+        return [
+            UserRecord(sequence, index, keys[inner.partition_key_index], inner.data, arrival, True)
+            for index, inner in enumerate(message.records)
+        ]
+    except (ProtobufDecodeError, IndexError) as err:
+        raise DeaggregationError(f"corrupt KPL aggregate at sequence {sequence}: {err}") from err

@@ -1,0 +1,156 @@
+"""`crypto-live` command line: one entry point for every service and operation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from crypto_live.errors import ConfigError, CryptoLiveError, SourceUnavailableError
+from crypto_live.logs import configure_logging
+from crypto_live.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+# CLI flag -> settings field; flags mirror the env vars of DESIGN.md.
+COMMON_FLAGS: dict[str, str] = {
+    "--endpoint-url": "aws_endpoint_url",
+    "--region": "aws_region",
+    "--stream-name": "kinesis_stream_name",
+    "--shard-count": "kinesis_shard_count",
+    "--streams": "binance_streams",
+    "--stream-url": "binance_stream_url",
+    "--log-level": "log_level",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    for flag, field in COMMON_FLAGS.items():
+        common.add_argument(flag, dest=field, default=None, help=f"overrides {field.upper()}")
+    parser = argparse.ArgumentParser(
+        prog="crypto-live", description="Binance miniTicker -> Kinesis -> DynamoDB and S3"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", parents=[common], help="run the whole system on one machine")
+    up.add_argument("--source", choices=("binance", "sim"), default="binance")
+    up.add_argument("--no-display", action="store_true", help="log lines instead of a live table")
+    commands.add_parser("provision", parents=[common], help="create stream, tables, bucket, secret")
+    commands.add_parser("producer", parents=[common], help="run the producer service")
+    exchange = commands.add_parser(
+        "exchange", parents=[common], help="run the simulated Binance websocket server"
+    )
+    exchange.add_argument("--host", dest="exchange_host")
+    exchange.add_argument("--port", dest="exchange_port", type=int)
+    exchange.add_argument("--symbols", dest="exchange_symbols", type=int)
+    exchange.add_argument("--rate", dest="exchange_rate_hz", type=float)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key in Settings.model_fields
+    }
+    return load_settings(**overrides)
+
+
+def run_until_signalled(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
+) -> Any:
+    """Run ``main(stop)``; SIGINT and SIGTERM set ``stop`` so it can finish cleanly."""
+
+    async def runner() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def _provision(settings: Settings) -> int:
+    from crypto_live.aws import AwsClients
+    from crypto_live.provision import provision
+
+    clients = AwsClients(settings)
+    try:
+        report = provision(settings, clients)
+    finally:
+        clients.close()
+    print(f"created: {', '.join(report.created) or 'nothing'}")
+    print(f"already there: {', '.join(report.existing) or 'nothing'}")
+    return 0
+
+
+def _producer(settings: Settings) -> int:
+    from producer.app import run_producer
+
+    summary = run_until_signalled(lambda stop: run_producer(settings, stop))
+    log.info("producer stopped: %s", summary)
+    return 1 if summary.undelivered else 0
+
+
+def _exchange(settings: Settings) -> int:
+    from crypto_live.exchange.server import serve_forever
+
+    run_until_signalled(
+        lambda stop: serve_forever(
+            settings.exchange_host,
+            settings.exchange_port,
+            settings.exchange_symbols,
+            settings.exchange_rate_hz,
+            stop,
+        )
+    )
+    return 0
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from crypto_live.up import run_up
+
+    return run_up(settings, source=args.source, display=not args.no_display)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``crypto-live`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as err:
+        print(f"crypto-live: {err}", file=sys.stderr)
+        return 2
+    if args.command != "up":
+        configure_logging(args.command, settings.log_level)
+    try:
+        if args.command == "provision":
+            return _provision(settings)
+        if args.command == "producer":
+            return _producer(settings)
+        if args.command == "exchange":
+            return _exchange(settings)
+        return _up(settings, args)
+    except ConfigError as err:
+        print(f"crypto-live: {err}", file=sys.stderr)
+        return 2
+    except SourceUnavailableError as err:
+        hint = " (offline? try `make up SOURCE=sim`)" if args.command == "up" else ""
+        print(f"crypto-live: {err}{hint}", file=sys.stderr)
+        return 1
+    except CryptoLiveError as err:
+        print(f"crypto-live: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

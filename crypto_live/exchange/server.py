@@ -1,0 +1,413 @@
+"""A local websocket server speaking Binance's market-stream protocol, fed by MarketSimulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from crypto_live.errors import CryptoLiveError
+from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload
+
+__all__ = [
+    "ALL_MARKET_STREAM",
+    "ExchangeError",
+    "SimulatedExchange",
+    "Subscription",
+    "TickFrames",
+    "is_all_market_stream",
+    "parse_request_path",
+    "serve_forever",
+]
+
+logger = logging.getLogger(__name__)
+
+ALL_MARKET_STREAM = "!miniTicker@arr"
+SYMBOL_STREAM_TYPE = "miniTicker"
+# python-binance's miniticker_socket() asks for "!miniTicker@arr@1000ms"; Binance accepts both.
+_ALL_MARKET_PATTERN = re.compile(r"!miniTicker@arr(@\d+ms)?")
+SLOW_CLIENT_CLOSE_CODE = 1008  # policy violation, as a server drops a consumer that lags
+_DROP_WAIT_SECONDS = 5.0
+
+
+class ExchangeError(CryptoLiveError):
+    """The simulated exchange was used before start, or its tick loop failed."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """The streams one connection asked for; ``combined`` wraps data as Binance's /stream does."""
+
+    streams: tuple[str, ...]
+    combined: bool
+
+
+def parse_request_path(path: str) -> Subscription | None:
+    """Map ``/stream?streams=a/b`` or ``/ws/a/b`` to a subscription; None for anything else."""
+    parts = urlsplit(path)
+    if parts.path.rstrip("/") == "/stream":
+        raw = "/".join(parse_qs(parts.query).get("streams", []))
+        combined = True
+    elif parts.path.startswith("/ws/"):
+        raw = unquote(parts.path.removeprefix("/ws/"))
+        combined = False
+    else:
+        return None
+    streams = tuple(dict.fromkeys(name for name in raw.split("/") if name))
+    return Subscription(streams, combined) if streams else None
+
+
+def is_all_market_stream(stream: str) -> bool:
+    """True for ``!miniTicker@arr``, optionally with python-binance's ``@1000ms`` suffix."""
+    return _ALL_MARKET_PATTERN.fullmatch(stream) is not None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class TickFrames:
+    """One tick's payloads serialised once, then rendered as text frames per subscription."""
+
+    def __init__(self, payloads: Sequence[MiniTickerPayload]) -> None:
+        self._by_symbol = {payload["s"].lower(): _dumps(payload) for payload in payloads}
+        self._array: str | None = None
+        self._rendered: dict[Subscription, list[str]] = {}
+
+    def data_for(self, stream: str) -> str | None:
+        """The JSON ``data`` of ``stream`` this tick, or None if the stream carries nothing."""
+        if is_all_market_stream(stream):
+            if self._array is None:
+                # Built lazily: only needed when some client subscribed to the all-market stream.
+                self._array = "[" + ",".join(self._by_symbol.values()) + "]"
+            return self._array if self._by_symbol else None
+        symbol, _, stream_type = stream.partition("@")
+        if stream_type != SYMBOL_STREAM_TYPE:
+            return None
+        return self._by_symbol.get(symbol.lower())
+
+    def frames_for(self, subscription: Subscription) -> list[str]:
+        """Text frames for one subscription, memoised since many clients share subscriptions."""
+        frames = self._rendered.get(subscription)
+        if frames is None:
+            frames = []
+            for stream in subscription.streams:
+                data = self.data_for(stream)
+                if data is None:
+                    continue
+                if subscription.combined:
+                    frames.append(f'{{"stream":{_dumps(stream)},"data":{data}}}')
+                else:
+                    frames.append(data)
+            self._rendered[subscription] = frames
+        return frames
+
+
+_QueueItem = list[str] | asyncio.Future[None]
+
+
+class _Client:
+    def __init__(self, connection: ServerConnection, subscription: Subscription, backlog: int):
+        self.connection = connection
+        self.subscription = subscription
+        self.queue: asyncio.Queue[_QueueItem] = asyncio.Queue(backlog)
+        self.sender: asyncio.Task[None] | None = None
+        self.dropped = False
+        self.name = "%s:%s" % connection.remote_address[:2]  # noqa: UP031 - tuple unpacking
+
+
+class SimulatedExchange:
+    """Binance-compatible combined/raw miniTicker streams on a local port, for offline runs."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        symbols: int = 20,
+        rate_hz: float = 1.0,
+        seed: int | None = None,
+        autotick: bool = True,
+        *,
+        slow_client_seconds: float = 5.0,
+    ) -> None:
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        self._host = host
+        self._port = port
+        self._rate_hz = rate_hz
+        self._autotick = autotick
+        # A client more than this many ticks behind is dropped instead of buffering without bound.
+        self._backlog = max(4, math.ceil(rate_hz * slow_client_seconds))
+        self.simulator = MarketSimulator(symbols, seed=seed)
+        self._known_symbols = {symbol.lower() for symbol in self.simulator.symbols}
+        self._server: Server | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+        self._clients: set[_Client] = set()
+        self._clients_changed = asyncio.Condition()
+        self.messages_sent = 0
+        self.connections_total = 0
+        self.slow_clients_dropped = 0
+
+    @property
+    def url(self) -> str:
+        """Base URL with a trailing slash, e.g. ``ws://127.0.0.1:PORT/``."""
+        if self._server is None:
+            raise ExchangeError("exchange not started")
+        port = self._server.sockets[0].getsockname()[1]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"ws://{host}:{port}/"
+
+    @property
+    def client_count(self) -> int:
+        """Connections currently open."""
+        return len(self._clients)
+
+    async def start(self) -> None:
+        """Listen, and start ticking if ``autotick``."""
+        if self._server is not None:
+            return
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._check_request,
+            # Compression costs CPU per frame and per client; the load test needs the headroom.
+            compression=None,
+            close_timeout=1.0,
+        )
+        if self._autotick:
+            self._tick_task = asyncio.create_task(self._tick_loop(), name="exchange-tick-loop")
+            self._tick_task.add_done_callback(_log_task_failure)
+        logger.debug("simulated exchange listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop ticking and close every client; idempotent. Re-raises a tick-loop failure."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        failure: BaseException | None = None
+        if self._tick_task is not None:
+            task, self._tick_task = self._tick_task, None
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.cancelled():
+                failure = task.exception()
+        server.close()
+        await server.wait_closed()
+        for closer in list(self._closers):
+            closer.cancel()
+        if failure is not None:
+            raise ExchangeError("simulated exchange tick loop failed") from failure
+
+    async def __aenter__(self) -> SimulatedExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Return when ``stop`` is set or the tick loop died (``stop()`` then raises its error)."""
+        stop_waiter = asyncio.create_task(stop.wait())
+        waiters: set[asyncio.Task[Any]] = {stop_waiter}
+        if self._tick_task is not None:
+            waiters.add(self._tick_task)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_waiter.cancel()
+
+    def tick(self, now_ms: int | None = None) -> int:
+        """Advance the market one step and queue it to every client; returns frames queued."""
+        payloads = self.simulator.tick(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+        frames = TickFrames(payloads)
+        queued = 0
+        for client in list(self._clients):
+            batch = frames.frames_for(client.subscription)
+            if batch and self._offer(client, batch):
+                queued += len(batch)
+        return queued
+
+    async def wait_for_clients(self, n: int, timeout: float) -> None:  # noqa: ASYNC109 - test hook API
+        """Wait until at least ``n`` clients are connected; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout), self._clients_changed:
+            await self._clients_changed.wait_for(lambda: len(self._clients) >= n)
+
+    async def send_raw(self, text: str) -> None:
+        """Send this exact text frame to every connected client."""
+        await self.send_script([text])
+
+    async def send_script(self, messages: list[str]) -> None:
+        """Send each text in order to every client; returns once all were written."""
+        flushed: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        for client in list(self._clients):
+            done: asyncio.Future[None] = loop.create_future()
+            if self._offer(client, list(messages)) and self._offer(client, done):
+                flushed.append(done)
+        if flushed:
+            await asyncio.gather(*flushed)
+
+    async def drop_connections(self) -> None:
+        """Abort every connection without a close frame, so clients must reconnect."""
+        dropped = list(self._clients)
+        for client in dropped:
+            client.connection.transport.abort()
+        logger.info("aborted %d client connections", len(dropped))
+        async with asyncio.timeout(_DROP_WAIT_SECONDS), self._clients_changed:
+            await self._clients_changed.wait_for(lambda: self._clients.isdisjoint(dropped))
+
+    def _offer(self, client: _Client, item: _QueueItem) -> bool:
+        if client.dropped:
+            return False
+        try:
+            client.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._drop_slow_client(client)
+            return False
+        return True
+
+    def _drop_slow_client(self, client: _Client) -> None:
+        client.dropped = True
+        self.slow_clients_dropped += 1
+        logger.warning(
+            "dropping slow client %s: %d batches waiting", client.name, client.queue.qsize()
+        )
+        if client.sender is not None:
+            client.sender.cancel()
+        closer = asyncio.create_task(
+            client.connection.close(SLOW_CLIENT_CLOSE_CODE, "client too slow")
+        )
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if parse_request_path(request.path) is None:
+            logger.info("rejecting websocket request for %s", request.path)
+            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown stream path\n")
+        return None
+
+    def _subscription_of(self, connection: ServerConnection) -> Subscription:
+        assert connection.request is not None  # the handler only runs after the handshake
+        requested = parse_request_path(connection.request.path)
+        assert requested is not None  # _check_request rejected every other path
+        known = tuple(stream for stream in requested.streams if self._is_known(stream))
+        unknown = [stream for stream in requested.streams if stream not in known]
+        if unknown:
+            # Binance accepts the connection and simply never sends anything for these.
+            logger.warning("no data will be sent for unknown streams %s", unknown)
+        return Subscription(known, requested.combined)
+
+    def _is_known(self, stream: str) -> bool:
+        symbol, _, stream_type = stream.partition("@")
+        return is_all_market_stream(stream) or (
+            stream_type == SYMBOL_STREAM_TYPE and symbol.lower() in self._known_symbols
+        )
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        client = _Client(connection, self._subscription_of(connection), self._backlog)
+        client.sender = asyncio.create_task(self._send_loop(client))
+        await self._register(client)
+        try:
+            # Market streams expect no client frames; reading is how a departed peer is noticed.
+            async for _ in connection:
+                logger.debug("ignoring frame from %s", client.name)
+        except ConnectionClosed:
+            pass
+        finally:
+            client.sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.sender
+            _release_flush_waiters(client.queue)
+            await self._unregister(client)
+
+    async def _send_loop(self, client: _Client) -> None:
+        try:
+            while True:
+                item = await client.queue.get()
+                if isinstance(item, asyncio.Future):
+                    if not item.done():
+                        item.set_result(None)
+                    continue
+                for text in item:
+                    # Awaits drain above the write limit; the bounded queue then catches a laggard.
+                    await client.connection.send(text)
+                    self.messages_sent += 1
+        except ConnectionClosed:
+            logger.debug("client %s went away while sending", client.name)
+
+    async def _register(self, client: _Client) -> None:
+        async with self._clients_changed:
+            self._clients.add(client)
+            self.connections_total += 1
+            self._clients_changed.notify_all()
+        logger.info("client %s connected: %s", client.name, list(client.subscription.streams))
+
+    async def _unregister(self, client: _Client) -> None:
+        async with self._clients_changed:
+            self._clients.discard(client)
+            self._clients_changed.notify_all()
+        logger.info("client %s disconnected", client.name)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self._rate_hz
+        next_at = loop.time()
+        while True:
+            self.tick()
+            next_at += interval
+            lag = loop.time() - next_at
+            if lag > 0:
+                skipped = math.ceil(lag / interval)
+                logger.warning("tick loop %.3f s behind; skipping %d ticks", lag, skipped)
+                next_at += skipped * interval
+            await asyncio.sleep(next_at - loop.time())
+
+
+def _release_flush_waiters(queue: asyncio.Queue[_QueueItem]) -> None:
+    # Nothing more will be written to a closed client; let send_script return.
+    while not queue.empty():
+        item = queue.get_nowait()
+        if isinstance(item, asyncio.Future) and not item.done():
+            item.set_result(None)
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("%s failed", task.get_name(), exc_info=error)
+
+
+async def serve_forever(
+    host: str, port: int, symbols: int, rate_hz: float, stop: asyncio.Event
+) -> None:
+    """Run a simulated exchange until ``stop`` is set; raises if its tick loop fails."""
+    async with SimulatedExchange(host, port, symbols=symbols, rate_hz=rate_hz) as exchange:
+        logger.info(
+            "simulated Binance exchange on %s (%d symbols at %.3g Hz)",
+            exchange.url,
+            symbols,
+            rate_hz,
+        )
+        await exchange.serve_until(stop)

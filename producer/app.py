@@ -1,0 +1,73 @@
+"""Wires the producer service from settings: the one place that builds real I/O objects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from crypto_live.aws import AwsClients
+from crypto_live.dead_letters import S3DeadLetterStore
+from crypto_live.metrics import Metrics
+from crypto_live.settings import Settings
+from producer.kinesis import KinesisStreamWriter
+from producer.publisher import Publisher
+from producer.service import ProducerService, ProducerSummary
+from producer.source import BinanceSource
+from producer.streams import check_streams, streams_from_secret
+from schemas.codec import default_codec
+
+log = logging.getLogger(__name__)
+
+
+def resolve_streams(settings: Settings, clients: AwsClients) -> tuple[str, ...]:
+    """BINANCE_STREAMS when set, else the streams in the Secrets Manager secret."""
+    if settings.binance_streams:
+        return check_streams(settings.binance_streams, "BINANCE_STREAMS")
+    return streams_from_secret(clients.secretsmanager, settings.binance_websocket_secret)
+
+
+def build_producer(
+    settings: Settings, clients: AwsClients, metrics: Metrics, *, aggregate: bool = True
+) -> tuple[ProducerService, BinanceSource]:
+    """The producer service and its websocket source, ready to run."""
+    streams = resolve_streams(settings, clients)
+    source = BinanceSource(
+        streams,
+        metrics,
+        url=settings.binance_stream_url,
+        testnet=settings.testnet,
+        max_queue_size=settings.producer_queue_size,
+    )
+    publisher = Publisher(
+        KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name),
+        metrics,
+        max_bytes=settings.aggregation_max_bytes,
+        aggregate=aggregate,
+        max_in_flight=settings.max_in_flight_puts,
+        max_buffered_time=settings.record_max_buffered_time_ms / 1000,
+        refresh_seconds=settings.shard_map_refresh_seconds,
+    )
+    service = ProducerService(
+        source,
+        publisher,
+        default_codec(),
+        S3DeadLetterStore(clients.s3, settings.s3_bucket),
+        metrics,
+        queue_size=settings.producer_queue_size,
+        dead_letter_flush_seconds=settings.dead_letter_flush_seconds,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+    )
+    log.info("producer reading %s into %s", source.description, settings.kinesis_stream_name)
+    return service, source
+
+
+async def run_producer(
+    settings: Settings, stop: asyncio.Event, metrics: Metrics | None = None
+) -> ProducerSummary:
+    """Run the producer until ``stop`` is set; returns the exit summary."""
+    clients = AwsClients(settings)
+    try:
+        service, _ = build_producer(settings, clients, metrics or Metrics("producer"))
+        return await service.run(stop)
+    finally:
+        clients.close()

@@ -1,0 +1,72 @@
+"""Pure helpers for retrying PutRecords: backoff delays and per-record result splitting."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from crypto_live.errors import CryptoLiveError
+from producer.aggregation import PutEntry
+
+RETRIABLE_ERROR_CODES: Final = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ThrottlingException",
+        "KMSThrottlingException",
+    }
+)
+# Beyond this, base * 2**attempt exceeds any sane cap; clamping avoids float overflow.
+_MAX_EXPONENT: Final = 64
+
+
+class PutResultMismatchError(CryptoLiveError):
+    """A PutRecords response does not have one result per entry sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt)) seconds."""
+
+    base: float = 0.05
+    cap: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.base > 0 and self.cap >= 0):
+            raise ValueError(f"backoff needs base > 0 and cap >= 0: {self.base}, {self.cap}")
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to sleep before retry number ``attempt`` (0 for the first retry)."""
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0: {attempt}")
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, _MAX_EXPONENT))
+        return rand() * ceiling
+
+
+def is_retriable_error_code(code: str) -> bool:
+    """Whether a per-record PutRecords error may succeed on retry (KMS access errors do not)."""
+    return code in RETRIABLE_ERROR_CODES
+
+
+def split_put_result(
+    entries: Sequence[PutEntry], response: Mapping[str, Any]
+) -> tuple[list[PutEntry], list[tuple[PutEntry, str, str]]]:
+    """Split one PutRecords request into (entries to retry, [(entry, shard_id, sequence)])."""
+    results = response.get("Records")
+    if not isinstance(results, Sequence) or len(results) != len(entries):
+        got = len(results) if isinstance(results, Sequence) else type(results).__name__
+        raise PutResultMismatchError(f"sent {len(entries)} records, response has {got} results")
+    failed: list[PutEntry] = []
+    succeeded: list[tuple[PutEntry, str, str]] = []
+    for entry, result in zip(entries, results, strict=True):
+        sequence_number = result.get("SequenceNumber")
+        if sequence_number and not result.get("ErrorCode"):
+            shard_id = result.get("ShardId") or entry.shard_id  # always sent by Kinesis
+            succeeded.append((entry, shard_id, sequence_number))
+        else:
+            # No sequence number means Kinesis did not store it; retrying keeps at-least-once.
+            failed.append(entry)
+    return failed, succeeded

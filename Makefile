@@ -29,7 +29,7 @@ types: $(STAMP)
 check: lint types test
 
 bench: $(STAMP)
-	$(BIN)/python bench/producer.py
+	$(BIN)/python -m bench.producer
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""What the shard engine hands to a sink: decoded records with their shard position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A user record's place in a shard: the Kinesis record's sequence number (as an int,
+    so it orders correctly) and the KPL sub-sequence number inside an aggregate."""
+
+    sequence: int
+    sub_sequence: int = 0
+
+    @property
+    def sequence_number(self) -> str:
+        return str(self.sequence)
+
+    def __str__(self) -> str:
+        return f"{self.sequence}:{self.sub_sequence}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """One decoded miniTicker record (Avro field names) and where it came from."""
+
+    shard_id: str
+    position: Position
+    arrival: datetime  # ApproximateArrivalTimestamp of the Kinesis record, UTC
+    partition_key: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableRecord:
+    """A user record that could not be deaggregated or decoded, kept as a dead letter."""
+
+    shard_id: str
+    position: Position
+    arrival: datetime
+    data: bytes
+    reason: str

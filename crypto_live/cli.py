@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-display", action="store_true", help="log lines instead of a live table")
     commands.add_parser("provision", parents=[common], help="create stream, tables, bucket, secret")
     commands.add_parser("producer", parents=[common], help="run the producer service")
+    consume = commands.add_parser(
+        "consume", parents=[common], help="run one worker of a consumer group"
+    )
+    consume.add_argument("kind", choices=("dynamodb", "s3"))
+    consume.add_argument("--app-name", dest="consumer_app_name")
+    consume.add_argument("--initial-position", dest="initial_position")
     exchange = commands.add_parser(
         "exchange", parents=[common], help="run the simulated Binance websocket server"
     )
@@ -98,6 +104,14 @@ def _producer(settings: Settings) -> int:
     return 1 if summary.undelivered else 0
 
 
+def _consume(settings: Settings, kind: str) -> int:
+    from consumers.app import run_consumer
+
+    summary = run_until_signalled(lambda stop: run_consumer(settings, kind, stop))  # type: ignore[arg-type]
+    log.info("consumer stopped: %s", summary)
+    return 0
+
+
 def _exchange(settings: Settings) -> int:
     from crypto_live.exchange.server import serve_forever
 
@@ -128,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crypto-live: {err}", file=sys.stderr)
         return 2
     if args.command != "up":
-        configure_logging(args.command, settings.log_level)
+        service = f"consumer-{args.kind}" if args.command == "consume" else args.command
+        configure_logging(service, settings.log_level)
     try:
         if args.command == "provision":
             return _provision(settings)
@@ -136,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _producer(settings)
         if args.command == "exchange":
             return _exchange(settings)
+        if args.command == "consume":
+            return _consume(settings, args.kind)
         return _up(settings, args)
     except ConfigError as err:
         print(f"crypto-live: {err}", file=sys.stderr)

@@ -42,18 +42,22 @@ def dead_letter_line(letter: DeadLetter, source: str) -> bytes:
 
 
 def dead_letter_key(source: str, first_received_at_us: int, unique: str) -> str:
-    """``errors/{source}/year=YYYY/month=MM/day=DD/hour=HH/{time}-{unique}.jsonl``."""
+    """``errors/{source}/year=YYYY/month=MM/day=DD/hour=HH/{unique}.jsonl``."""
     when = datetime.fromtimestamp(first_received_at_us / 1_000_000, UTC)
     return (
         f"errors/{source}/year={when:%Y}/month={when:%m}/day={when:%d}/hour={when:%H}/"
-        f"{first_received_at_us}-{unique}.jsonl"
+        f"{unique}.jsonl"
     )
 
 
 class DeadLetterStore(Protocol):
-    """Where dead letters go; ``put`` returns only when they are durable."""
+    """Where dead letters go; ``put`` returns only when they are durable.
 
-    def put(self, source: str, letters: list[DeadLetter]) -> str: ...
+    ``name`` makes the key deterministic (consumers name objects by shard position, so a
+    replay overwrites instead of duplicating); without it a random one is used.
+    """
+
+    def put(self, source: str, letters: list[DeadLetter], name: str | None = None) -> str: ...
 
 
 class S3DeadLetterStore:
@@ -63,8 +67,9 @@ class S3DeadLetterStore:
         self._s3 = s3
         self._bucket = bucket
 
-    def put(self, source: str, letters: list[DeadLetter]) -> str:
-        key = dead_letter_key(source, letters[0].received_at, uuid.uuid4().hex[:12])
+    def put(self, source: str, letters: list[DeadLetter], name: str | None = None) -> str:
+        unique = name or f"{letters[0].received_at}-{uuid.uuid4().hex[:12]}"
+        key = dead_letter_key(source, letters[0].received_at, unique)
         body = b"".join(dead_letter_line(letter, source) for letter in letters)
         self._s3.put_object(
             Bucket=self._bucket, Key=key, Body=body, ContentType="application/x-ndjson"
@@ -79,8 +84,9 @@ class MemoryDeadLetterStore:
         self.objects: dict[str, list[DeadLetter]] = {}
         self._lock = threading.Lock()
 
-    def put(self, source: str, letters: list[DeadLetter]) -> str:
+    def put(self, source: str, letters: list[DeadLetter], name: str | None = None) -> str:
         with self._lock:
-            key = dead_letter_key(source, letters[0].received_at, str(len(self.objects)))
+            unique = name or str(len(self.objects))
+            key = dead_letter_key(source, letters[0].received_at, unique)
             self.objects[key] = list(letters)
             return key

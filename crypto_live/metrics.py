@@ -22,6 +22,18 @@ class Counters(StrEnum):
     DEAD_LETTERS = "crypto_live_dead_letters_total"
     RECONNECTS = "crypto_live_source_reconnects_total"
     RESHARDS = "crypto_live_shard_map_refreshes_total"
+    RECORDS_CONSUMED = "crypto_live_records_consumed_total"
+    S3_OBJECTS_WRITTEN = "crypto_live_s3_objects_written_total"
+    S3_RECORDS_WRITTEN = "crypto_live_s3_records_written_total"
+    S3_BYTES_WRITTEN = "crypto_live_s3_bytes_written_total"
+    S3_PUT_RETRIES = "crypto_live_s3_put_retries_total"
+    S3_DUPLICATES_DROPPED = "crypto_live_s3_duplicates_dropped_total"
+    DYNAMODB_REQUESTS = "crypto_live_dynamodb_requests_total"
+    DYNAMODB_ITEMS_WRITTEN = "crypto_live_dynamodb_items_written_total"
+    DYNAMODB_UNPROCESSED_RETRIES = "crypto_live_dynamodb_unprocessed_retries_total"
+    DYNAMODB_CALL_RETRIES = "crypto_live_dynamodb_call_retries_total"
+    LATEST_UPDATES = "crypto_live_latest_updates_total"
+    LATEST_STALE_SKIPPED = "crypto_live_latest_stale_skipped_total"
 
 
 class Gauges(StrEnum):
@@ -35,6 +47,8 @@ class Histograms(StrEnum):
     """Distributions in seconds."""
 
     PUT_SECONDS = "crypto_live_put_seconds"
+    S3_PUT_SECONDS = "crypto_live_s3_put_seconds"
+    DYNAMODB_REQUEST_SECONDS = "crypto_live_dynamodb_request_seconds"
 
 
 _HELP = {
@@ -50,9 +64,23 @@ _HELP = {
     Counters.DEAD_LETTERS: "Dead letters written durably",
     Counters.RECONNECTS: "Websocket reconnects",
     Counters.RESHARDS: "Shard map refreshes after a reshard",
+    Counters.RECORDS_CONSUMED: "Records read from Kinesis and handed to the sink",
+    Counters.S3_OBJECTS_WRITTEN: "S3 batch objects confirmed written",
+    Counters.S3_RECORDS_WRITTEN: "Rows in S3 batch objects confirmed written",
+    Counters.S3_BYTES_WRITTEN: "Gzipped bytes of S3 batch objects confirmed written",
+    Counters.S3_PUT_RETRIES: "S3 PutObject calls retried after a transient error",
+    Counters.S3_DUPLICATES_DROPPED: "Duplicate records (producer retries) dropped in a batch",
+    Counters.DYNAMODB_REQUESTS: "DynamoDB BatchWriteItem and UpdateItem requests sent",
+    Counters.DYNAMODB_ITEMS_WRITTEN: "History items confirmed written to DynamoDB",
+    Counters.DYNAMODB_UNPROCESSED_RETRIES: "History items returned as UnprocessedItems and retried",
+    Counters.DYNAMODB_CALL_RETRIES: "DynamoDB calls retried after throttling or a server error",
+    Counters.LATEST_UPDATES: "Latest-ticker rows moved forward",
+    Counters.LATEST_STALE_SKIPPED: "Latest-ticker updates skipped: the stored row was as new or newer",
     Gauges.QUEUE_DEPTH: "Messages waiting between reader and encoder",
     Gauges.BUFFERED_RECORDS: "User records buffered in aggregates or waiting to be put",
     Histograms.PUT_SECONDS: "PutRecords call latency",
+    Histograms.S3_PUT_SECONDS: "S3 PutObject call latency",
+    Histograms.DYNAMODB_REQUEST_SECONDS: "DynamoDB BatchWriteItem and UpdateItem call latency",
 }
 
 

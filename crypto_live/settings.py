@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     consumer_app_name: str | None = None
     initial_position: str = "TRIM_HORIZON"
 
+    # Consumer engine (KCL names where KCL has one).
+    failover_seconds: float = Field(default=10.0, ge=1.0)
+    shard_discovery_seconds: float = Field(default=10.0, gt=0)
+    idle_time_between_reads_ms: int = Field(default=500, ge=0)
+    get_records_limit: int = Field(default=10_000, ge=1, le=10_000)
+    dynamodb_max_in_flight: int = Field(default=4, ge=1, le=64)
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_kms_key_id: str | None = None
+    max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    batch_grace_ms: int = Field(default=2000, ge=0)
+
     # Producer tuning (KPL names where KPL has one).
     record_max_buffered_time_ms: int = Field(default=100, ge=1, le=60_000)
     aggregation_max_bytes: int = Field(default=51_200, ge=1024, le=1_048_320)

@@ -1,0 +1,150 @@
+"""Wires a consumer worker from settings: lease table, processors, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from consumers.leases import DynamoLeaseStore
+from consumers.processor import ProcessorFactory
+from consumers.records import UndecodableRecord
+from consumers.worker import Worker, WorkerConfig
+from crypto_live.aws import AwsClients
+from crypto_live.dead_letters import DeadLetter, S3DeadLetterStore
+from crypto_live.metrics import Counters, Metrics
+from crypto_live.settings import Settings
+from schemas.codec import default_codec
+
+log = logging.getLogger(__name__)
+
+ConsumerKind = Literal["dynamodb", "s3"]
+KINDS: tuple[ConsumerKind, ...] = ("dynamodb", "s3")
+
+
+def app_name(settings: Settings, kind: ConsumerKind) -> str:
+    """The consumer group: CONSUMER_APP_NAME, else crypto-live-<kind>."""
+    return settings.consumer_app_name or f"crypto-live-{kind}"
+
+
+def lease_table_name(settings: Settings, kind: ConsumerKind) -> str:
+    return f"{app_name(settings, kind)}-leases"
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    from consumers.shard_reader import ReaderConfig
+
+    return WorkerConfig(
+        failover_seconds=settings.failover_seconds,
+        discovery_seconds=settings.shard_discovery_seconds,
+        initial_position=settings.initial_position,
+        shutdown_seconds=settings.shutdown_timeout_seconds,
+        reader=ReaderConfig(
+            idle_seconds=settings.idle_time_between_reads_ms / 1000,
+            limit=settings.get_records_limit,
+        ),
+    )
+
+
+def processor_factory(
+    settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics
+) -> ProcessorFactory:
+    """The sink of a consumer group."""
+    if kind == "dynamodb":
+        from consumers.dynamodb.processor import DynamoDbProcessorFactory
+        from consumers.dynamodb.writer import DynamoDbWriter
+
+        writer = DynamoDbWriter(
+            clients.dynamodb,
+            settings.dynamo_table_name,
+            settings.dynamo_latest_table_name,
+            metrics,
+            max_in_flight=settings.dynamodb_max_in_flight,
+        )
+        return DynamoDbProcessorFactory(writer, settings.retention_ttl_days)
+    from consumers.s3.processor import S3ProcessorFactory
+    from consumers.s3.writer import S3BatchWriter
+
+    s3_writer = S3BatchWriter(
+        clients.s3,
+        settings.s3_bucket,
+        metrics,
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_kms_key_id,
+    )
+    return S3ProcessorFactory(
+        s3_writer,
+        prefix=settings.s3_jsonl_dir_path,
+        max_rows=settings.max_batch_size,
+        window_seconds=settings.max_batch_timeout,
+        max_bytes=settings.max_batch_bytes,
+        grace_ms=settings.batch_grace_ms,
+    )
+
+
+def dead_letter_writer(
+    clients: AwsClients, settings: Settings, source: str, metrics: Metrics
+) -> Callable[[list[UndecodableRecord]], None]:
+    """Undecodable records to errors/<app>/..., named by shard position (replay-safe)."""
+    store = S3DeadLetterStore(clients.s3, settings.s3_bucket)
+
+    def write(records: list[UndecodableRecord]) -> None:
+        first = records[0]
+        letters = [
+            DeadLetter(r.data, r.reason, int(r.arrival.timestamp() * 1_000_000)) for r in records
+        ]
+        name = f"{first.shard_id}-{first.position.sequence}-{first.position.sub_sequence}"
+        key = store.put(source, letters, name=name)
+        metrics.inc(Counters.DEAD_LETTERS, len(records))
+        log.warning("%d undecodable records kept as dead letters in %s", len(records), key)
+
+    return write
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSummary:
+    """Counts shown when a consumer exits."""
+
+    app: str
+    records: int
+    dead_letters: int
+
+    def __str__(self) -> str:
+        return f"{self.app}: {self.records} records consumed, {self.dead_letters} dead letters"
+
+
+def build_worker(
+    settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics
+) -> Worker:
+    """A worker of the ``kind`` consumer group, ready to run."""
+    app = app_name(settings, kind)
+    return Worker(
+        kinesis=clients.kinesis,
+        stream=settings.kinesis_stream_name,
+        leases=DynamoLeaseStore(clients.dynamodb, lease_table_name(settings, kind)),
+        processors=processor_factory(settings, clients, kind, metrics),
+        codec=default_codec(),
+        dead_letters=dead_letter_writer(clients, settings, app, metrics),
+        config=worker_config(settings),
+        on_records=lambda count: metrics.inc(Counters.RECORDS_CONSUMED, count),
+    )
+
+
+async def run_consumer(
+    settings: Settings, kind: ConsumerKind, stop: asyncio.Event, metrics: Metrics | None = None
+) -> ConsumerSummary:
+    """Run one worker of the ``kind`` group until ``stop``; returns the exit summary."""
+    metrics = metrics or Metrics(f"consumer-{kind}")
+    clients = AwsClients(settings)
+    try:
+        worker = build_worker(settings, clients, kind, metrics)
+        await worker.run(stop)
+    finally:
+        clients.close()
+    return ConsumerSummary(
+        app_name(settings, kind),
+        int(metrics.value(Counters.RECORDS_CONSUMED)),
+        int(metrics.value(Counters.DEAD_LETTERS)),
+    )

@@ -1,0 +1,211 @@
+"""A consumer-group worker: discovers shards, holds leases, runs one reader per owned shard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumers.balancing import ExpiryTracker, choose_leases, parents_finished
+from consumers.leases import Lease, LeaseLostError, LeaseStore
+from consumers.processor import ProcessorFactory
+from consumers.records import UndecodableRecord
+from consumers.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from schemas.codec import SingleObjectCodec
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """host:pid:random, unique per process (ECS tasks share no state)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Timing of the lease protocol (KCL defaults scaled to this service)."""
+
+    failover_seconds: float = 10.0
+    discovery_seconds: float = 10.0
+    initial_position: str = "TRIM_HORIZON"
+    shutdown_seconds: float = 20.0
+    reader: ReaderConfig = ReaderConfig()
+
+    @property
+    def renew_seconds(self) -> float:
+        return self.failover_seconds / 3
+
+
+@dataclass
+class _Owned:
+    handle: LeaseHandle
+    task: asyncio.Task[Outcome]
+
+
+class Worker:
+    """Runs until stopped; every cycle renews, discovers, takes and balances leases."""
+
+    def __init__(
+        self,
+        *,
+        kinesis: Any,
+        stream: str,
+        leases: LeaseStore,
+        processors: ProcessorFactory,
+        codec: SingleObjectCodec,
+        dead_letters: Callable[[list[UndecodableRecord]], None],
+        config: WorkerConfig | None = None,
+        worker_id: str | None = None,
+        on_records: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        self.worker_id = worker_id or default_worker_id()
+        self._kinesis = kinesis
+        self._stream = stream
+        self._store = leases
+        self._processors = processors
+        self._codec = codec
+        self._dead_letters = dead_letters
+        self._config = config or WorkerConfig()
+        self._on_records = on_records
+        self._expiry = ExpiryTracker(self._config.failover_seconds)
+        self._owned: dict[str, _Owned] = {}
+        self._leases: dict[str, Lease] = {}
+        self._closed: dict[str, int] = {}  # closed shard -> EndingSequenceNumber
+        self._reader_stop = asyncio.Event()
+        self._next_discovery = 0.0
+
+    @property
+    def owned_shards(self) -> list[str]:
+        return sorted(self._owned)
+
+    @property
+    def lag_ms(self) -> dict[str, int | None]:
+        return {shard: owned.handle.millis_behind for shard, owned in self._owned.items()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Coordinate until ``stop``; then stop readers, checkpoint, release leases."""
+        await asyncio.to_thread(self._store.ensure_table)
+        log.info("worker %s starting on %s", self.worker_id, self._stream)
+        try:
+            while not stop.is_set():
+                await self._cycle()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._shutdown()
+
+    async def _cycle(self) -> None:
+        try:
+            if time.monotonic() >= self._next_discovery:
+                await self._discover()
+                self._next_discovery = time.monotonic() + self._config.discovery_seconds
+            for owned in list(self._owned.values()):
+                await owned.handle.renew()
+            await self._reap()
+            leases = await asyncio.to_thread(self._store.list_leases)
+        except (BotoCoreError, ClientError) as err:
+            log.warning("lease cycle failed, retrying next cycle: %s", err)
+            return
+        self._leases = {lease.shard_id: lease for lease in leases}
+        for shard_id, owned in list(self._owned.items()):
+            current = self._leases.get(shard_id)
+            if current is None or current.owner != self.worker_id:
+                owned.handle.lost = True  # stolen or expired behind our back
+        expired = self._expiry.observe(leases, time.monotonic())
+        for lease in choose_leases(leases, self.worker_id, expired):
+            await self._take(lease)
+
+    async def _discover(self) -> None:
+        shards: list[dict[str, Any]] = []
+        response = await asyncio.to_thread(self._kinesis.list_shards, StreamName=self._stream)
+        shards.extend(response["Shards"])
+        while token := response.get("NextToken"):
+            response = await asyncio.to_thread(self._kinesis.list_shards, NextToken=token)
+            shards.extend(response["Shards"])
+        known = {shard["ShardId"] for shard in shards}
+        for shard in shards:
+            ending = shard["SequenceNumberRange"].get("EndingSequenceNumber")
+            if ending is not None:
+                self._closed[shard["ShardId"]] = int(ending)
+            parents = tuple(
+                sorted(
+                    parent
+                    for key in ("ParentShardId", "AdjacentParentShardId")
+                    if (parent := shard.get(key)) is not None and parent in known
+                )
+            )
+            start = "TRIM_HORIZON" if parents else self._config.initial_position
+            if shard["ShardId"] not in self._leases:
+                await asyncio.to_thread(self._store.create, shard["ShardId"], parents, start)
+
+    async def _take(self, lease: Lease) -> None:
+        try:
+            taken = await asyncio.to_thread(self._store.take, lease, self.worker_id)
+        except LeaseLostError:
+            return  # someone else was faster
+        if lease.owner:
+            log.info("took lease %s from %s", lease.shard_id, lease.owner)
+        else:
+            log.info("took lease %s", lease.shard_id, extra={"shard_id": lease.shard_id})
+        self._leases[taken.shard_id] = taken
+        handle = LeaseHandle(taken, self._store)
+        reader = ShardReader(
+            handle,
+            self._kinesis,
+            self._stream,
+            self._processors(taken.shard_id),
+            self._codec,
+            self._dead_letters,
+            config=self._config.reader,
+            parents_done=lambda: parents_finished(handle.lease, self._leases),
+            closed_ending=lambda: self._closed.get(taken.shard_id),
+            on_records=self._on_records,
+        )
+        task = asyncio.create_task(reader.run(self._reader_stop), name=f"shard-{taken.shard_id}")
+        self._owned[taken.shard_id] = _Owned(handle, task)
+
+    async def _reap(self) -> None:
+        """Collect finished readers; a reader's crash surfaces here, in its owner."""
+        for shard_id, owned in list(self._owned.items()):
+            if not owned.task.done():
+                continue
+            del self._owned[shard_id]
+            outcome = owned.task.result()  # re-raises a reader's exception
+            if outcome is Outcome.SHARD_END:
+                self._leases[shard_id] = owned.handle.lease
+                await asyncio.to_thread(self._release, owned.handle)
+
+    def _release(self, handle: LeaseHandle) -> None:
+        try:
+            self._store.release(handle.lease)
+        except LeaseLostError:
+            pass
+        except (BotoCoreError, ClientError) as err:
+            log.warning("could not release lease %s: %s", handle.lease.shard_id, err)
+
+    async def _shutdown(self) -> None:
+        self._reader_stop.set()
+        owned = list(self._owned.values())
+        if owned:
+            done, pending = await asyncio.wait(
+                [o.task for o in owned], timeout=self._config.shutdown_seconds
+            )
+            for task in pending:
+                task.cancel()
+        for item in owned:
+            if item.task.done() and not item.task.cancelled() and item.task.exception():
+                log.error("reader failed: %s", item.task.exception())
+            if not item.handle.lost:
+                await asyncio.to_thread(self._release, item.handle)
+        self._owned.clear()
+        log.info("worker %s stopped, leases released", self.worker_id)

@@ -9,6 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import aws_kinesis_agg
+
+# The library's generated protobuf code imports its siblings by bare name; its deaggregator
+# module puts them on sys.path, so import it before messages_pb2.
+import aws_kinesis_agg.deaggregator
 from aws_kinesis_agg import messages_pb2
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 

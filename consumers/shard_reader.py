@@ -255,6 +255,12 @@ class ShardReader:
             raise CryptoLiveError(
                 f"lease {lease.shard_id} has a bad checkpoint {lease.checkpoint!r}"
             )
+        log.info(
+            "reading %s from %s",
+            lease.shard_id,
+            f"checkpoint {position}" if position else lease.checkpoint,
+            extra={"shard_id": lease.shard_id},
+        )
         response = await asyncio.to_thread(self._kinesis.get_shard_iterator, **params)
         return str(response["ShardIterator"])
 

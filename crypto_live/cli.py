@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from crypto_live.errors import ConfigError, CryptoLiveError, SourceUnavailableError
 from crypto_live.logs import configure_logging
@@ -105,9 +105,10 @@ def _producer(settings: Settings) -> int:
 
 
 def _consume(settings: Settings, kind: str) -> int:
-    from consumers.app import run_consumer
+    from consumers.app import ConsumerKind, run_consumer
 
-    summary = run_until_signalled(lambda stop: run_consumer(settings, kind, stop))  # type: ignore[arg-type]
+    consumer_kind = cast(ConsumerKind, kind)
+    summary = run_until_signalled(lambda stop: run_consumer(settings, consumer_kind, stop))
     log.info("consumer stopped: %s", summary)
     return 0
 

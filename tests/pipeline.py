@@ -1,0 +1,145 @@
+"""Test helpers for the consumer side: known records in Kinesis, consumer processes, scans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crypto_live.aws import AwsClients
+from crypto_live.metrics import Metrics
+from crypto_live.settings import Settings
+from producer.kinesis import KinesisStreamWriter
+from producer.publisher import Publisher
+from schemas.codec import default_codec
+
+BASE_MS = 1_795_000_000_000
+
+
+def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
+    """A valid record with a unique (stream_type, iso_timestamp) key per index."""
+    symbol = f"SYM{index % symbols}USDT"
+    event_time = BASE_MS + index
+    seconds, millis = divmod(event_time, 1000)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return {
+        "event_type": "24hrMiniTicker",
+        "event_time": event_time,
+        "stream_type": f"{symbol.lower()}@miniTicker",
+        "symbol": symbol,
+        "close_price": f"{100 + index}.{index % 97:02d}000000",
+        "open_price": "100.00000000",
+        "high_price": f"{200 + index}.00000000",
+        "low_price": "0.00100000",
+        "base_volume": f"{index}.12345678",
+        "quote_volume": f"{index * 7}.87654321",
+        "iso_timestamp": iso,
+        "received_at": event_time * 1000 + 5,
+    }
+
+
+def publish(settings: Settings, clients: AwsClients, records: list[dict[str, Any]]) -> None:
+    """Put records into the stream through the real producer path (Avro + KPL aggregation)."""
+
+    async def run() -> None:
+        codec = default_codec()
+        publisher = Publisher(
+            KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name), Metrics("test")
+        )
+        await publisher.start()
+        for record in records:
+            await publisher.add(record["symbol"], codec.encode(record))
+        assert await publisher.close(30) == []
+
+    asyncio.run(run())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> float:
+    """Seconds it took for ``condition`` to hold; AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def scan_all(clients: AwsClients, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"TableName": table}
+    while True:
+        page = clients.dynamodb.scan(**params)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def count_items(clients: AwsClients, table: str) -> int:
+    total = 0
+    params: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = clients.dynamodb.scan(**params)
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return total
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class ServiceProcess:
+    """One `crypto-live` service in its own process, logging JSON lines to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crypto_live.cli", *args],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"message": raw})
+        return lines
+
+    def messages(self) -> list[str]:
+        return [str(line.get("message", "")) for line in self.log_lines()]
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+        "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
+        "FAILOVER_SECONDS": "3",
+        "SHARD_DISCOVERY_SECONDS": "2",
+        "IDLE_TIME_BETWEEN_READS_MS": "100",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(extra)
+    return env

@@ -26,14 +26,16 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's standalone server in its own process, as a real AWS endpoint."""
+    """moto's standalone server in its own process, as a real AWS endpoint (see
+    tests/moto_server.py for the one Kinesis resharding fix it carries)."""
     port = _free_port("127.0.0.1")
     log_path = Path(tmp_path_factory.mktemp("moto")) / "moto.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:

@@ -178,9 +178,8 @@ def test_records_follow_a_reshard(aws_settings: Settings, aws: AwsClients) -> No
         low = int(shards[shard_id]["HashKeyRange"]["StartingHashKey"])
         high = int(shards[shard_id]["HashKeyRange"]["EndingHashKey"])
         assert low <= hash_key(key) <= high
-    # After the refresh the publisher grouped new records by the children's ranges.
-    # (moto 5.2.5 still stores them in the closed parent: its key lookup takes the first
-    # shard whose range matches, open or not; AWS routes them to the children.)
+    # After the refresh the publisher grouped new records by the children's ranges,
+    # and Kinesis stored them there.
     children = {sid for sid, s in shards.items() if "ParentShardId" in s}
     assert children & {entry.shard_id for entry in writer.entries}
     for entry in writer.entries:
@@ -188,3 +187,4 @@ def test_records_follow_a_reshard(aws_settings: Settings, aws: AwsClients) -> No
             low = int(shards[entry.shard_id]["HashKeyRange"]["StartingHashKey"])
             high = int(shards[entry.shard_id]["HashKeyRange"]["EndingHashKey"])
             assert low <= hash_key(entry.partition_key) <= high
+    assert any(shard_id in children for shard_id, _, _ in got)

@@ -81,6 +81,7 @@ def processor_factory(
         window_seconds=settings.max_batch_timeout,
         max_bytes=settings.max_batch_bytes,
         grace_ms=settings.batch_grace_ms,
+        metrics=metrics,
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,7 +38,7 @@ class WorkerConfig:
     discovery_seconds: float = 10.0
     initial_position: str = "TRIM_HORIZON"
     shutdown_seconds: float = 20.0
-    reader: ReaderConfig = ReaderConfig()
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
 
     @property
     def renew_seconds(self) -> float:
@@ -97,10 +98,8 @@ class Worker:
         try:
             while not stop.is_set():
                 await self._cycle()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
-                except TimeoutError:
-                    pass
         finally:
             await self._shutdown()
 
@@ -197,7 +196,7 @@ class Worker:
         self._reader_stop.set()
         owned = list(self._owned.values())
         if owned:
-            done, pending = await asyncio.wait(
+            _, pending = await asyncio.wait(
                 [o.task for o in owned], timeout=self._config.shutdown_seconds
             )
             for task in pending:

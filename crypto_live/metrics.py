@@ -75,7 +75,7 @@ _HELP = {
     Counters.DYNAMODB_UNPROCESSED_RETRIES: "History items returned as UnprocessedItems and retried",
     Counters.DYNAMODB_CALL_RETRIES: "DynamoDB calls retried after throttling or a server error",
     Counters.LATEST_UPDATES: "Latest-ticker rows moved forward",
-    Counters.LATEST_STALE_SKIPPED: "Latest-ticker updates skipped: the stored row was as new or newer",
+    Counters.LATEST_STALE_SKIPPED: "Latest-ticker updates skipped: stored row as new or newer",
     Gauges.QUEUE_DEPTH: "Messages waiting between reader and encoder",
     Gauges.BUFFERED_RECORDS: "User records buffered in aggregates or waiting to be put",
     Histograms.PUT_SECONDS: "PutRecords call latency",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
@@ -23,13 +24,23 @@ log = logging.getLogger(__name__)
 
 SIM_STREAMS = ("!miniTicker@arr",)
 REFRESH_SECONDS = 1.0
+LOG_EVERY_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpSummary:
+    """What every service did, printed on exit."""
+
+    producer: object
+    consumers: list[object]
+    undelivered: int
 
 
 def run_up(settings: Settings, *, source: str, display: bool) -> int:
     """Run everything until Ctrl+C; prints a summary and returns the exit code."""
     from crypto_live.cli import run_until_signalled
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     configure_logging("up", settings.log_level)
     embedded: EmbeddedAws | None = None
     if settings.aws_endpoint_url is None:
@@ -50,10 +61,12 @@ def run_up(settings: Settings, *, source: str, display: bool) -> int:
         finally:
             clients.close()
         console.print(f"provisioned: {len(report.created)} created, {len(report.existing)} existed")
-        summary = run_until_signalled(
+        summary: UpSummary = run_until_signalled(
             lambda stop: _run_services(settings, source, display, console, stop)
         )
-        console.print(f"[bold]stopped[/]: producer: {summary}")
+        console.print(f"[bold]stopped[/]: producer: {summary.producer}")
+        for consumer in summary.consumers:
+            console.print(f"[bold]stopped[/]: consumer {consumer}")
         return 1 if summary.undelivered else 0
     finally:
         if embedded is not None:
@@ -84,50 +97,90 @@ async def _market_source(settings: Settings, source: str) -> AsyncIterator[Setti
 
 async def _run_services(
     settings: Settings, source: str, display: bool, console: Console, stop: asyncio.Event
-) -> object:
+) -> UpSummary:
+    from consumers.app import KINDS, run_consumer
     from producer.app import run_producer
 
-    metrics = Metrics("producer")
+    metrics = {"producer": Metrics("producer")}
+    metrics.update({kind: Metrics(f"consumer-{kind}") for kind in KINDS})
     async with _market_source(settings, source) as effective:
-        producer = asyncio.create_task(run_producer(effective, stop, metrics))
-        progress = asyncio.create_task(_progress(metrics, display, console, producer))
+        producer = asyncio.create_task(run_producer(effective, stop, metrics["producer"]))
+        consumers = [
+            asyncio.create_task(run_consumer(effective, kind, stop, metrics[kind]))
+            for kind in KINDS
+        ]
+        services = [producer, *consumers]
+        progress = asyncio.create_task(_progress(metrics, display, console, services))
         try:
-            return await producer
+            await asyncio.wait(services, return_when=asyncio.FIRST_EXCEPTION)
+            stop.set()  # one service failing stops the others cleanly
+            results = await asyncio.gather(*services)
         finally:
+            stop.set()
             progress.cancel()
             await asyncio.gather(progress, return_exceptions=True)
+    produced = results[0]
+    return UpSummary(produced, list(results[1:]), getattr(produced, "undelivered", 0))
 
 
-def _table(metrics: Metrics, rates: dict[str, float]) -> Table:
+def _table(metrics: dict[str, Metrics], rates: dict[str, float]) -> Table:
     table = Table(title="crypto-live (Ctrl+C to stop)")
     for column in ("service", "in", "out", "rate/s", "rejected", "buffered", "retries"):
-        table.add_column(column, justify="right" if column != "service" else "left")
-    value = metrics.value
+        table.add_column(column, justify="left" if column == "service" else "right")
+    value = metrics["producer"].value
     table.add_row(
         "producer",
         f"{value(Counters.MESSAGES_RECEIVED):,.0f} msgs",
-        f"{value(Counters.RECORDS_PUT):,.0f} recs -> Kinesis",
-        f"{rates.get('put', 0.0):,.0f}",
+        f"{value(Counters.RECORDS_PUT):,.0f} -> Kinesis",
+        f"{rates.get('producer', 0.0):,.0f}",
         f"{value(Counters.RECORDS_REJECTED):,.0f}",
         f"{value(Gauges.BUFFERED_RECORDS):,.0f}",
         f"{value(Counters.PUT_RETRIES):,.0f}",
     )
+    for kind, sink in (("dynamodb", "DynamoDB"), ("s3", "S3")):
+        value = metrics[kind].value
+        table.add_row(
+            f"consumer {kind}",
+            f"{value(Counters.RECORDS_CONSUMED):,.0f} recs",
+            f"-> {sink}",
+            f"{rates.get(kind, 0.0):,.0f}",
+            f"{value(Counters.DEAD_LETTERS):,.0f}",
+            "",
+            "",
+        )
     return table
 
 
+def _counts(metrics: dict[str, Metrics]) -> dict[str, float]:
+    counts = {"producer": metrics["producer"].value(Counters.RECORDS_PUT)}
+    counts.update(
+        {k: m.value(Counters.RECORDS_CONSUMED) for k, m in metrics.items() if k != "producer"}
+    )
+    return counts
+
+
 async def _progress(
-    metrics: Metrics, display: bool, console: Console, producer: asyncio.Task[object]
+    metrics: dict[str, Metrics],
+    display: bool,
+    console: Console,
+    services: list[asyncio.Task[object]],
 ) -> None:
-    last_put, last_time = 0.0, time.monotonic()
+    last, last_time, last_log = _counts(metrics), time.monotonic(), 0.0
     rates: dict[str, float] = {}
     live = Live(_table(metrics, rates), console=console, refresh_per_second=4) if display else None
     with live or contextlib.nullcontext():
-        while not producer.done():
+        while not any(service.done() for service in services):
             await asyncio.sleep(REFRESH_SECONDS)
-            now, put = time.monotonic(), metrics.value(Counters.RECORDS_PUT)
-            rates["put"] = (put - last_put) / max(now - last_time, 1e-9)
-            last_put, last_time = put, now
+            now, counts = time.monotonic(), _counts(metrics)
+            rates = {k: (counts[k] - last[k]) / max(now - last_time, 1e-9) for k in counts}
+            last, last_time = counts, now
             if live is not None:
                 live.update(_table(metrics, rates))
-            else:
-                log.info("progress: %s", metrics.snapshot())
+            elif now - last_log >= LOG_EVERY_SECONDS:
+                last_log = now
+                log.info(
+                    "progress: %s",
+                    ", ".join(
+                        f"{k} {v:,.0f} records ({rates[k]:,.0f}/s)" for k, v in counts.items()
+                    ),
+                )

@@ -28,7 +28,7 @@ def get_open_shard_for_key(self: Any, partition_key: str, explicit_hash_key: str
         if key >= 2**128:
             raise InvalidArgumentError("explicit_hash_key")
     else:
-        key = int(hashlib.md5(partition_key.encode("utf-8")).hexdigest(), 16)  # noqa: S324
+        key = int(hashlib.md5(partition_key.encode("utf-8")).hexdigest(), 16)
     for shard in self.shards.values():
         if shard.is_open and shard.starting_hash <= key <= shard.ending_hash:
             return shard

@@ -126,6 +126,12 @@ class ServiceProcess:
         self._log.close()
         return code
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to end by itself; returns the exit code."""
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return code
+
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=10)

@@ -128,9 +128,8 @@ def test_split_while_records_flow_children_wait_for_their_parent(
     assert sorted((i["stream_type"]["S"], i["iso_timestamp"]["S"]) for i in items) == sorted(
         (r["stream_type"], r["iso_timestamp"]) for r in records
     )
-    leases = {
-        l.shard_id: l for l in DynamoLeaseStore(aws.dynamodb, "split-test-leases").list_leases()
-    }
+    store = DynamoLeaseStore(aws.dynamodb, "split-test-leases")
+    leases = {lease.shard_id: lease for lease in store.list_leases()}
     assert leases[parent].finished and leases[parent].owner is None
 
 

@@ -63,9 +63,9 @@ def test_children_wait_for_parents_and_finished_shards_are_ignored() -> None:
         lease("child2", parents=("parent",)),
         lease("old", checkpoint=SHARD_END),
     ]
-    assert [l.shard_id for l in assignable(leases)] == ["parent"]
+    assert [lease.shard_id for lease in assignable(leases)] == ["parent"]
     leases[0] = lease("parent", None, checkpoint=SHARD_END)
-    assert [l.shard_id for l in assignable(leases)] == ["child1", "child2"]
+    assert [lease.shard_id for lease in assignable(leases)] == ["child1", "child2"]
 
 
 def test_expiry_tracker_uses_counter_progress_not_clocks() -> None:

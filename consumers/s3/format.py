@@ -1,0 +1,67 @@
+"""Gzipped JSON Lines for the S3 data lake; pure and byte-for-byte deterministic."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from consumers.records import ConsumedRecord
+from schemas.record import FIELD_ORDER
+
+if TYPE_CHECKING:
+    from consumers.s3.batching import Batch
+
+CONTENT_TYPE: Final = "application/x-ndjson"
+CONTENT_ENCODING: Final = "gzip"
+FILE_SUFFIX: Final = ".jsonl.gz"
+DEFAULT_COMPRESSLEVEL: Final = 6
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def jsonl_line(fields: Mapping[str, Any]) -> bytes:
+    """One compact JSON object in FIELD_ORDER, newline-terminated; extra keys are left out."""
+    # Avro decoding already yields FIELD_ORDER; re-ordering only when needed saves ~15%.
+    if tuple(fields) == FIELD_ORDER:
+        ordered = fields
+    else:
+        ordered = {name: fields[name] for name in FIELD_ORDER}
+    return _ENCODER.encode(ordered).encode("ascii") + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlGzipFormat:
+    """JSONL lines gzipped with mtime=0 and a fixed level, so equal input gives equal bytes."""
+
+    compresslevel: int = DEFAULT_COMPRESSLEVEL
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.compresslevel <= 9:
+            raise ValueError(f"compresslevel must be 0..9: {self.compresslevel}")
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPE
+
+    @property
+    def content_encoding(self) -> str:
+        return CONTENT_ENCODING
+
+    @property
+    def suffix(self) -> str:
+        return FILE_SUFFIX
+
+    def line(self, record: ConsumedRecord) -> bytes:
+        """The uncompressed JSONL line of one record (the batch cutter sizes batches by it)."""
+        return jsonl_line(record.record)
+
+    def serialize(self, batch: Batch) -> bytes:
+        """The object body: the batch's lines, already encoded by ``line``, gzipped."""
+        return self.compress(b"".join(batch.lines))
+
+    def compress(self, data: bytes) -> bytes:
+        """gzip with no timestamp or file name in the header (replays must match byte for byte)."""
+        return gzip.compress(data, compresslevel=self.compresslevel, mtime=0)

@@ -1,0 +1,118 @@
+"""An HTTP proxy on loopback in front of the moto server, for fault injection.
+
+Requests are forwarded unchanged; ``decide(method, path, status)`` sees each upstream
+response and may replace it (throttling, 500s) or run an action first (SIGKILL a client
+between a write and its acknowledgement).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Answer with this instead of the upstream response (the request may still be applied)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/x-amz-json-1.1"
+    forward: bool = False  # also apply the request upstream first
+
+
+Decision = Callable[[str, str, dict[str, str]], Fault | Callable[[], None] | None]
+
+
+class FaultProxy:
+    """``with FaultProxy(upstream, decide) as proxy: proxy.url``."""
+
+    def __init__(self, upstream: str, decide: Decision | None = None) -> None:
+        target = urlsplit(upstream)
+        self._host = target.hostname or "127.0.0.1"
+        self._port = target.port or 80
+        self.decide: Decision = decide or (lambda method, path, headers: None)
+        self.requests = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def handle(self) -> None:
+                # A client killed on purpose resets its connection.
+                with contextlib.suppress(OSError):
+                    super().handle()
+
+            def _relay(self) -> None:
+                proxy.requests += 1
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length) if length else b""
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                decision = proxy.decide(self.command, self.path, headers)
+                if isinstance(decision, Fault) and not decision.forward:
+                    self._answer(
+                        decision.status, [("Content-Type", decision.content_type)], decision.body
+                    )
+                    return
+                upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    payload = response.read()
+                    reply = [
+                        (k, v) for k, v in response.getheaders() if k.lower() not in _HOP_HEADERS
+                    ]
+                    status = response.status
+                finally:
+                    upstream.close()
+                if callable(decision):
+                    decision()  # e.g. kill the client after the write was applied
+                if isinstance(decision, Fault):
+                    self._answer(
+                        decision.status, [("Content-Type", decision.content_type)], decision.body
+                    )
+                    return
+                self._answer(status, reply, payload)
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    for key, value in headers:
+                        if key.lower() != "content-length":
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client is gone (killed on purpose)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        return Handler

@@ -30,6 +30,8 @@ check: lint types test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.producer
+	$(BIN)/python -m bench.dynamodb_consumer
+	$(BIN)/python -m bench.s3_consumer
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

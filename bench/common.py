@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from crypto_live.embedded import DUMMY_CREDENTIALS, _free_port, wait_until_ready
 
@@ -45,3 +47,33 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def publish(settings: Any, clients: Any, records: list[dict[str, Any]]) -> None:
+    """Put records into the stream the way the producer does (Avro, KPL aggregation)."""
+    from crypto_live.metrics import Metrics
+    from producer.kinesis import KinesisStreamWriter
+    from producer.publisher import Publisher
+    from schemas.codec import default_codec
+
+    async def run() -> None:
+        codec = default_codec()
+        publisher = Publisher(
+            KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name), Metrics("bench")
+        )
+        await publisher.start()
+        for record in records:
+            await publisher.add(record["symbol"], codec.encode(record))
+        undelivered = await publisher.close(60)
+        assert not undelivered, f"{len(undelivered)} entries not delivered"
+
+    asyncio.run(run())
+
+
+def reset_account(endpoint: str) -> None:
+    """Empty the embedded AWS (moto's reset API), so rows do not see each other's data."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass

@@ -138,6 +138,55 @@ def row_embedded_s3(streams: dict[str, list[ConsumedRecord]], endpoint: str) -> 
     )
 
 
+def row_full_consumer(streams: dict[str, list[ConsumedRecord]], endpoint: str) -> Row:
+    """The whole consumer: Kinesis (4 shards) -> engine -> S3Processor -> embedded S3.
+
+    Runs with MAX_BATCH_TIMEOUT 1 s and 200 ms grace so the last windows close quickly.
+    """
+    from bench.common import publish, reset_account
+    from consumers.app import run_consumer
+
+    reset_account(endpoint)
+    settings = load_settings(
+        aws_endpoint_url=endpoint,
+        kinesis_shard_count=SHARDS,
+        max_batch_timeout=1,
+        batch_grace_ms=200,
+        s3_jsonl_dir_path="full",
+    )
+    clients = AwsClients(settings)
+    provision(settings, clients)
+    records = [r.record for rows in streams.values() for r in rows]
+    publish(settings, clients, records)
+    metrics = Metrics("s3-consumer")
+
+    async def run() -> float:
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(run_consumer(settings, "s3", stop, metrics))
+        while metrics.value(Counters.S3_RECORDS_WRITTEN) < len(records):
+            await asyncio.sleep(0.05)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        return elapsed
+
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        clients.close()
+    return Row(
+        "full consumer (Kinesis)",
+        int(metrics.value(Counters.S3_RECORDS_WRITTEN)),
+        seconds,
+        int(metrics.value(Counters.S3_OBJECTS_WRITTEN)),
+        raw_size(streams),
+        int(metrics.value(Counters.S3_BYTES_WRITTEN)),
+    )
+
+
 def print_table(rows: Sequence[Row]) -> None:
     print(f"{'path':<26}{'records/s':>11}{'objects':>9}{'PUTs/1k':>9}{'gzip KiB':>10}{'ratio':>7}")
     for row in rows:
@@ -157,6 +206,7 @@ def main() -> None:
     rows: list[Callable[[str], Row]] = [
         lambda _endpoint: row_memory(streams),
         lambda endpoint: row_embedded_s3(streams, endpoint),
+        lambda endpoint: row_full_consumer(streams, endpoint),
     ]
     with moto_server() as endpoint:
         print_table([row(endpoint) for row in rows])

@@ -48,9 +48,17 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """A consumer group's processor factory and how to close its writer."""
+
+    processors: ProcessorFactory
+    close: Callable[[], None]
+
+
 def processor_factory(
     settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics
-) -> ProcessorFactory:
+) -> Sink:
     """The sink of a consumer group."""
     if kind == "dynamodb":
         from consumers.dynamodb.processor import DynamoDbProcessorFactory
@@ -63,7 +71,7 @@ def processor_factory(
             metrics,
             max_in_flight=settings.dynamodb_max_in_flight,
         )
-        return DynamoDbProcessorFactory(writer, settings.retention_ttl_days)
+        return Sink(DynamoDbProcessorFactory(writer, settings.retention_ttl_days), writer.close)
     from consumers.s3.processor import S3ProcessorFactory
     from consumers.s3.writer import S3BatchWriter
 
@@ -74,7 +82,7 @@ def processor_factory(
         sse=settings.s3_sse,
         kms_key_id=settings.s3_kms_key_id,
     )
-    return S3ProcessorFactory(
+    factory = S3ProcessorFactory(
         s3_writer,
         prefix=settings.s3_jsonl_dir_path,
         max_rows=settings.max_batch_size,
@@ -83,6 +91,7 @@ def processor_factory(
         grace_ms=settings.batch_grace_ms,
         metrics=metrics,
     )
+    return Sink(factory, s3_writer.close)
 
 
 def dead_letter_writer(
@@ -117,15 +126,15 @@ class ConsumerSummary:
 
 
 def build_worker(
-    settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics
+    settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics, sink: Sink
 ) -> Worker:
-    """A worker of the ``kind`` consumer group, ready to run."""
+    """A worker of the ``kind`` consumer group writing to ``sink``, ready to run."""
     app = app_name(settings, kind)
     return Worker(
         kinesis=clients.kinesis,
         stream=settings.kinesis_stream_name,
         leases=DynamoLeaseStore(clients.dynamodb, lease_table_name(settings, kind)),
-        processors=processor_factory(settings, clients, kind, metrics),
+        processors=sink.processors,
         codec=default_codec(),
         dead_letters=dead_letter_writer(clients, settings, app, metrics),
         config=worker_config(settings),
@@ -139,10 +148,11 @@ async def run_consumer(
     """Run one worker of the ``kind`` group until ``stop``; returns the exit summary."""
     metrics = metrics or Metrics(f"consumer-{kind}")
     clients = AwsClients(settings)
+    sink = processor_factory(settings, clients, kind, metrics)
     try:
-        worker = build_worker(settings, clients, kind, metrics)
-        await worker.run(stop)
+        await build_worker(settings, clients, kind, metrics, sink).run(stop)
     finally:
+        sink.close()  # writes still retrying give up: their records stay beyond the checkpoint
         clients.close()
     return ConsumerSummary(
         app_name(settings, kind),

@@ -74,7 +74,7 @@ def test_split_while_records_flow_children_wait_for_their_parent(
     stream = settings.kinesis_stream_name
     records = [make_record(i) for i in range(6_000)]
     metrics = Metrics("consumer")
-    recorder = Recorder(processor_factory(settings, aws, "dynamodb", metrics))
+    recorder = Recorder(processor_factory(settings, aws, "dynamodb", metrics).processors)
     worker = Worker(
         kinesis=aws.kinesis,
         stream=stream,

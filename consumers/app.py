@@ -14,6 +14,7 @@ from consumers.records import UndecodableRecord
 from consumers.worker import Worker, WorkerConfig
 from crypto_live.aws import AwsClients
 from crypto_live.dead_letters import DeadLetter, S3DeadLetterStore
+from crypto_live.health import Health
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.settings import Settings
 from schemas.codec import default_codec
@@ -126,7 +127,12 @@ class ConsumerSummary:
 
 
 def build_worker(
-    settings: Settings, clients: AwsClients, kind: ConsumerKind, metrics: Metrics, sink: Sink
+    settings: Settings,
+    clients: AwsClients,
+    kind: ConsumerKind,
+    metrics: Metrics,
+    sink: Sink,
+    health: Health | None = None,
 ) -> Worker:
     """A worker of the ``kind`` consumer group writing to ``sink``, ready to run."""
     app = app_name(settings, kind)
@@ -138,19 +144,27 @@ def build_worker(
         codec=default_codec(),
         dead_letters=dead_letter_writer(clients, settings, app, metrics),
         config=worker_config(settings),
-        on_records=lambda count: metrics.inc(Counters.RECORDS_CONSUMED, count),
+        metrics=metrics,
+        on_cycle=(lambda: health.beat("worker")) if health else (lambda: None),
     )
 
 
 async def run_consumer(
-    settings: Settings, kind: ConsumerKind, stop: asyncio.Event, metrics: Metrics | None = None
+    settings: Settings,
+    kind: ConsumerKind,
+    stop: asyncio.Event,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
 ) -> ConsumerSummary:
     """Run one worker of the ``kind`` group until ``stop``; returns the exit summary."""
     metrics = metrics or Metrics(f"consumer-{kind}")
+    if health is not None:
+        # A worker whose lease cycles stopped for three failover times is stuck.
+        health.register("worker", 3 * settings.failover_seconds)
     clients = AwsClients(settings)
     sink = processor_factory(settings, clients, kind, metrics)
     try:
-        await build_worker(settings, clients, kind, metrics, sink).run(stop)
+        await build_worker(settings, clients, kind, metrics, sink, health).run(stop)
     finally:
         sink.close()  # writes still retrying give up: their records stay beyond the checkpoint
         clients.close()

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from consumers.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
 from consumers.processor import ShardProcessor
 from consumers.records import ConsumedRecord, Position, UndecodableRecord
 from crypto_live.errors import CryptoLiveError
+from crypto_live.metrics import Counters, Histograms, Metrics
 from producer.retry import Backoff
 from schemas.codec import DecodeError, SingleObjectCodec
 
@@ -91,7 +93,7 @@ class ShardReader:
         config: ReaderConfig,
         parents_done: Callable[[], bool],
         closed_ending: Callable[[], int | None],
-        on_records: Callable[[int], None] = lambda _: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._handle = handle
         self._kinesis = kinesis
@@ -102,7 +104,9 @@ class ShardReader:
         self._config = config
         self._parents_done = parents_done
         self._closed_ending = closed_ending
-        self._on_records = on_records
+        self._metrics = metrics or Metrics("shard-reader")
+        # (position, received_at µs) of records handed over but not yet checkpointed.
+        self._in_sink: deque[tuple[Position, int]] = deque()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._last_read: int | None = None  # sequence of the last Kinesis record read
 
@@ -117,6 +121,8 @@ class ShardReader:
         except LeaseLostError:
             self._processor.abandon()
             return Outcome.LOST
+        finally:
+            self._metrics.set_shard_lag(self.shard_id, None)
 
     async def _run(self, stop: asyncio.Event) -> Outcome:
         while not self._parents_done():
@@ -147,22 +153,27 @@ class ShardReader:
                     iterator = await self._iterator_after_last_read(lease)
                     continue
                 log.warning("GetRecords on %s failed (%s), backing off", self.shard_id, code)
+                self._metrics.inc(Counters.GET_RECORDS_RETRIES)
                 await _sleep_or_stop(stop, self._backoff.delay(attempt))
                 attempt += 1
                 continue
             except BotoCoreError as err:
                 log.warning("GetRecords on %s failed (%s), backing off", self.shard_id, err)
+                self._metrics.inc(Counters.GET_RECORDS_RETRIES)
                 await _sleep_or_stop(stop, self._backoff.delay(attempt))
                 attempt += 1
                 continue
             attempt = 0
             raw_records = response.get("Records", [])
             self._handle.millis_behind = int(response.get("MillisBehindLatest", 0))
+            self._metrics.set_shard_lag(self.shard_id, self._handle.millis_behind)
             records = await self._decode(raw_records, skip)
             if raw_records:
                 self._last_read = int(raw_records[-1]["SequenceNumber"])
             if records:
-                self._on_records(len(records))
+                self._metrics.inc(Counters.RECORDS_CONSUMED, len(records))
+                self._metrics.observe(Histograms.BATCH_RECORDS, len(records))
+                self._in_sink.extend((r.position, int(r.record["received_at"])) for r in records)
                 await self._commit(await self._processor.process(records))
             next_iterator = response.get("NextShardIterator")
             if next_iterator is None or (not raw_records and self._read_to_closed_end()):
@@ -194,8 +205,13 @@ class ShardReader:
         log.info("shard %s reached SHARD_END", self.shard_id, extra={"shard_id": self.shard_id})
 
     async def _commit(self, position: Position | None) -> None:
-        if position is not None:
-            await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
+        if position is None:
+            return
+        await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
+        now_us = time.time_ns() // 1000
+        while self._in_sink and self._in_sink[0][0] <= position:
+            _, received_at = self._in_sink.popleft()
+            self._metrics.observe(Histograms.END_TO_END_SECONDS, (now_us - received_at) / 1e6)
 
     async def _decode(
         self, raw_records: list[dict[str, Any]], skip: Position | None

@@ -20,6 +20,7 @@ from consumers.leases import Lease, LeaseLostError, LeaseStore
 from consumers.processor import ProcessorFactory
 from consumers.records import UndecodableRecord
 from consumers.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from crypto_live.metrics import Metrics
 from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class Worker:
         dead_letters: Callable[[list[UndecodableRecord]], None],
         config: WorkerConfig | None = None,
         worker_id: str | None = None,
-        on_records: Callable[[int], None] = lambda _: None,
+        metrics: Metrics | None = None,
+        on_cycle: Callable[[], None] = lambda: None,
     ) -> None:
         self.worker_id = worker_id or default_worker_id()
         self._kinesis = kinesis
@@ -75,7 +77,8 @@ class Worker:
         self._codec = codec
         self._dead_letters = dead_letters
         self._config = config or WorkerConfig()
-        self._on_records = on_records
+        self._metrics = metrics or Metrics("worker")
+        self._on_cycle = on_cycle
         self._expiry = ExpiryTracker(self._config.failover_seconds)
         self._owned: dict[str, _Owned] = {}
         self._leases: dict[str, Lease] = {}
@@ -123,6 +126,7 @@ class Worker:
         expired = self._expiry.observe(leases, time.monotonic())
         for lease in choose_leases(leases, self.worker_id, expired):
             await self._take(lease)
+        self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
         shards: list[dict[str, Any]] = []
@@ -168,7 +172,7 @@ class Worker:
             config=self._config.reader,
             parents_done=lambda: parents_finished(handle.lease, self._leases),
             closed_ending=lambda: self._closed.get(taken.shard_id),
-            on_records=self._on_records,
+            metrics=self._metrics,
         )
         task = asyncio.create_task(reader.run(self._reader_stop), name=f"shard-{taken.shard_id}")
         self._owned[taken.shard_id] = _Owned(handle, task)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
+from crypto_live.commands import discover
 from crypto_live.errors import ConfigError, CryptoLiveError, SourceUnavailableError
 from crypto_live.logs import configure_logging
 from crypto_live.settings import Settings, load_settings
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     exchange.add_argument("--port", dest="exchange_port", type=int)
     exchange.add_argument("--symbols", dest="exchange_symbols", type=int)
     exchange.add_argument("--rate", dest="exchange_rate_hz", type=float)
+    for name, command in discover().items():
+        command.add_arguments(commands.add_parser(name, parents=[common], help=command.HELP))
     return parser
 
 
@@ -97,18 +100,28 @@ def _provision(settings: Settings) -> int:
 
 
 def _producer(settings: Settings) -> int:
+    from crypto_live.health import Health, serve
+    from crypto_live.metrics import Metrics
     from producer.app import run_producer
 
-    summary = run_until_signalled(lambda stop: run_producer(settings, stop))
+    metrics, health = Metrics("producer"), Health()
+    with serve([metrics], health, settings.metrics_port_or_none, settings.metrics_host):
+        summary = run_until_signalled(lambda stop: run_producer(settings, stop, metrics, health))
     log.info("producer stopped: %s", summary)
     return 1 if summary.undelivered else 0
 
 
 def _consume(settings: Settings, kind: str) -> int:
     from consumers.app import ConsumerKind, run_consumer
+    from crypto_live.health import Health, serve
+    from crypto_live.metrics import Metrics
 
     consumer_kind = cast(ConsumerKind, kind)
-    summary = run_until_signalled(lambda stop: run_consumer(settings, consumer_kind, stop))
+    metrics, health = Metrics(f"consumer-{kind}"), Health()
+    with serve([metrics], health, settings.metrics_port_or_none, settings.metrics_host):
+        summary = run_until_signalled(
+            lambda stop: run_consumer(settings, consumer_kind, stop, metrics, health)
+        )
     log.info("consumer stopped: %s", summary)
     return 0
 
@@ -154,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _exchange(settings)
         if args.command == "consume":
             return _consume(settings, args.kind)
+        if args.command != "up":
+            return discover()[args.command].run(settings, args)
         return _up(settings, args)
     except ConfigError as err:
         print(f"crypto-live: {err}", file=sys.stderr)

@@ -23,6 +23,8 @@ class Counters(StrEnum):
     RECONNECTS = "crypto_live_source_reconnects_total"
     RESHARDS = "crypto_live_shard_map_refreshes_total"
     RECORDS_CONSUMED = "crypto_live_records_consumed_total"
+    GET_RECORDS_RETRIES = "crypto_live_get_records_retries_total"
+    RECORDS_REPLAYED = "crypto_live_records_replayed_total"
     S3_OBJECTS_WRITTEN = "crypto_live_s3_objects_written_total"
     S3_RECORDS_WRITTEN = "crypto_live_s3_records_written_total"
     S3_BYTES_WRITTEN = "crypto_live_s3_bytes_written_total"
@@ -44,11 +46,20 @@ class Gauges(StrEnum):
 
 
 class Histograms(StrEnum):
-    """Distributions in seconds."""
+    """Distributions (seconds unless the name says otherwise)."""
 
     PUT_SECONDS = "crypto_live_put_seconds"
     S3_PUT_SECONDS = "crypto_live_s3_put_seconds"
     DYNAMODB_REQUEST_SECONDS = "crypto_live_dynamodb_request_seconds"
+    END_TO_END_SECONDS = "crypto_live_end_to_end_seconds"
+    BATCH_RECORDS = "crypto_live_batch_records"
+
+
+_BUCKETS: dict[str, tuple[float, ...]] = {
+    Histograms.END_TO_END_SECONDS: (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 12, 15, 30, 60),
+    Histograms.BATCH_RECORDS: (1, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000),
+}
+SHARD_LAG = "crypto_live_shard_millis_behind"
 
 
 _HELP = {
@@ -65,6 +76,10 @@ _HELP = {
     Counters.RECONNECTS: "Websocket reconnects",
     Counters.RESHARDS: "Shard map refreshes after a reshard",
     Counters.RECORDS_CONSUMED: "Records read from Kinesis and handed to the sink",
+    Counters.GET_RECORDS_RETRIES: "GetRecords calls retried after throttling or an error",
+    Counters.RECORDS_REPLAYED: "Records re-driven into a sink by replay",
+    Histograms.END_TO_END_SECONDS: "Producer receipt to durable in the sink, per record",
+    Histograms.BATCH_RECORDS: "Records per batch handed to a sink",
     Counters.S3_OBJECTS_WRITTEN: "S3 batch objects confirmed written",
     Counters.S3_RECORDS_WRITTEN: "Rows in S3 batch objects confirmed written",
     Counters.S3_BYTES_WRITTEN: "Gzipped bytes of S3 batch objects confirmed written",
@@ -96,8 +111,20 @@ class Metrics:
         }
         self._gauges = {name: Gauge(name, _HELP[name], registry=self.registry) for name in Gauges}
         self._histograms = {
-            name: Histogram(name, _HELP[name], registry=self.registry) for name in Histograms
+            name: Histogram(
+                name,
+                _HELP[name],
+                registry=self.registry,
+                buckets=_BUCKETS.get(name, Histogram.DEFAULT_BUCKETS),
+            )
+            for name in Histograms
         }
+        self._shard_lag = Gauge(
+            SHARD_LAG,
+            "MillisBehindLatest of the last read, per owned shard",
+            ["shard_id"],
+            registry=self.registry,
+        )
 
     def inc(self, name: Counters, amount: float = 1) -> None:
         self._counters[name].inc(amount)
@@ -107,6 +134,20 @@ class Metrics:
 
     def observe(self, name: Histograms, value: float) -> None:
         self._histograms[name].observe(value)
+
+    def set_shard_lag(self, shard_id: str, millis: int | None) -> None:
+        """Lag of one shard; None when this worker no longer reads it."""
+        if millis is not None:
+            self._shard_lag.labels(shard_id=shard_id).set(millis)
+        elif self.shard_lag(shard_id) is not None:
+            self._shard_lag.remove(shard_id)
+
+    def shard_lag(self, shard_id: str) -> float | None:
+        return self.registry.get_sample_value(SHARD_LAG, {"shard_id": shard_id})
+
+    def histogram_count(self, name: Histograms) -> float:
+        """How many observations a histogram has (for tests and summaries)."""
+        return self.registry.get_sample_value(f"{name}_count") or 0.0
 
     def value(self, name: Counters | Gauges) -> float:
         """Current value of a counter or gauge (for tests, progress and summaries)."""

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     embedded_aws_port: int = Field(default=4566, ge=0, le=65535)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # /metrics and /healthz: 0 picks a free port (logged), -1 turns the endpoint off.
+    metrics_port: int = Field(default=9000, ge=-1, le=65535)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside
+
+    @property
+    def metrics_port_or_none(self) -> int | None:
+        return None if self.metrics_port < 0 else self.metrics_port
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced and validated again (CLI flags mirror env vars)."""

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from crypto_live.aws import AwsClients
 from crypto_live.embedded import EmbeddedAws, use_dummy_credentials
+from crypto_live.health import Health, serve
 from crypto_live.logs import configure_logging
 from crypto_live.metrics import Counters, Gauges, Metrics
 from crypto_live.provision import provision
@@ -103,10 +104,17 @@ async def _run_services(
 
     metrics = {"producer": Metrics("producer")}
     metrics.update({kind: Metrics(f"consumer-{kind}") for kind in KINDS})
+    health = Health()
+    server = contextlib.ExitStack()
+    served = server.enter_context(
+        serve(list(metrics.values()), health, settings.metrics_port_or_none, settings.metrics_host)
+    )
+    if served is not None:
+        console.print(f"metrics: http://127.0.0.1:{served.port}/metrics  health: /healthz")
     async with _market_source(settings, source) as effective:
-        producer = asyncio.create_task(run_producer(effective, stop, metrics["producer"]))
+        producer = asyncio.create_task(run_producer(effective, stop, metrics["producer"], health))
         consumers = [
-            asyncio.create_task(run_consumer(effective, kind, stop, metrics[kind]))
+            asyncio.create_task(run_consumer(effective, kind, stop, metrics[kind], health))
             for kind in KINDS
         ]
         services = [producer, *consumers]
@@ -119,6 +127,7 @@ async def _run_services(
             stop.set()
             progress.cancel()
             await asyncio.gather(progress, return_exceptions=True)
+            server.close()
     produced = results[0]
     return UpSummary(produced, list(results[1:]), getattr(produced, "undelivered", 0))
 

@@ -7,6 +7,7 @@ import logging
 
 from crypto_live.aws import AwsClients
 from crypto_live.dead_letters import S3DeadLetterStore
+from crypto_live.health import Health
 from crypto_live.metrics import Metrics
 from crypto_live.settings import Settings
 from producer.kinesis import KinesisStreamWriter
@@ -27,7 +28,12 @@ def resolve_streams(settings: Settings, clients: AwsClients) -> tuple[str, ...]:
 
 
 def build_producer(
-    settings: Settings, clients: AwsClients, metrics: Metrics, *, aggregate: bool = True
+    settings: Settings,
+    clients: AwsClients,
+    metrics: Metrics,
+    *,
+    aggregate: bool = True,
+    health: Health | None = None,
 ) -> tuple[ProducerService, BinanceSource]:
     """The producer service and its websocket source, ready to run."""
     streams = resolve_streams(settings, clients)
@@ -56,18 +62,23 @@ def build_producer(
         queue_size=settings.producer_queue_size,
         dead_letter_flush_seconds=settings.dead_letter_flush_seconds,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        health=health,
     )
     log.info("producer reading %s into %s", source.description, settings.kinesis_stream_name)
     return service, source
 
 
 async def run_producer(
-    settings: Settings, stop: asyncio.Event, metrics: Metrics | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
 ) -> ProducerSummary:
     """Run the producer until ``stop`` is set; returns the exit summary."""
     clients = AwsClients(settings)
     try:
-        service, _ = build_producer(settings, clients, metrics or Metrics("producer"))
+        metrics = metrics or Metrics("producer")
+        service, _ = build_producer(settings, clients, metrics, health=health)
         return await service.run(stop)
     finally:
         clients.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crypto_live.dead_letters import DeadLetter, DeadLetterStore
+from crypto_live.health import Health
 from crypto_live.metrics import Counters, Gauges, Metrics
 from producer.aggregation import RecordTooLargeError
 from producer.publisher import Publisher
@@ -21,6 +22,9 @@ from schemas.codec import EncodeError, SingleObjectCodec
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_SOURCE = "producer"
+# Binance sends each miniTicker stream every second: a minute of silence is a dead socket.
+SOURCE_SILENCE_SECONDS = 60.0
+PUBLISHER_STALL_SECONDS = 60.0
 
 
 class MessageSource(Protocol):
@@ -65,6 +69,7 @@ class ProducerService:
         queue_size: int = 10_000,
         dead_letter_flush_seconds: float = 5.0,
         shutdown_timeout: float = 15.0,
+        health: Health | None = None,
     ) -> None:
         self._source = source
         self._publisher = publisher
@@ -76,13 +81,16 @@ class ProducerService:
         self._dead_flush_seconds = dead_letter_flush_seconds
         self._shutdown_timeout = shutdown_timeout
         self._undelivered = 0
+        self._health = health or Health()
+        self._health.register("source", SOURCE_SILENCE_SECONDS)
+        self._health.register("publisher", PUBLISHER_STALL_SECONDS)
 
     async def run(self, stop: asyncio.Event) -> ProducerSummary:
         """Run until ``stop`` is set, then flush everything; raises if a stage fails."""
         await self._publisher.start()
         reader = asyncio.create_task(self._read(stop), name="producer-read")
         encoder = asyncio.create_task(self._encode(), name="producer-encode")
-        dead = asyncio.create_task(self._flush_dead_letters_loop(), name="producer-dead-letters")
+        dead = asyncio.create_task(self._background(), name="producer-background")
         stopper = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait(
@@ -132,6 +140,7 @@ class ProducerService:
     async def _read(self, stop: asyncio.Event) -> None:
         async for message in self._source.messages(stop):
             self._metrics.inc(Counters.MESSAGES_RECEIVED)
+            self._health.beat("source")
             await self._queue.put((message, _now_us()))
             self._metrics.set(Gauges.QUEUE_DEPTH, self._queue.qsize())
 
@@ -162,10 +171,19 @@ class ProducerService:
         self._metrics.inc(Counters.RECORDS_REJECTED)
         self._dead_buffer.append(DeadLetter(raw, reason, received_at))
 
-    async def _flush_dead_letters_loop(self) -> None:
+    async def _background(self) -> None:
+        """Dead-letter flushes, and the publisher's liveness: progress, or nothing to do."""
+        next_flush = time.monotonic() + self._dead_flush_seconds
+        last_put = -1.0
         while True:
-            await asyncio.sleep(self._dead_flush_seconds)
-            await self._flush_dead_letters()
+            await asyncio.sleep(1.0)
+            put = self._metrics.value(Counters.RECORDS_PUT)
+            if put != last_put or self._publisher.buffered_records == 0:
+                self._health.beat("publisher")
+            last_put = put
+            if time.monotonic() >= next_flush:
+                next_flush = time.monotonic() + self._dead_flush_seconds
+                await self._flush_dead_letters()
 
     async def _flush_dead_letters(self) -> None:
         if not self._dead_buffer:

@@ -22,6 +22,9 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+# Services started by tests serve /metrics on a free loopback port, never a fixed one.
+os.environ["METRICS_PORT"] = "0"
+os.environ["METRICS_HOST"] = "127.0.0.1"
 
 
 @pytest.fixture(scope="session")

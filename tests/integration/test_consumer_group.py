@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 import time
 from collections import Counter
 from decimal import Decimal
@@ -82,16 +85,34 @@ def test_three_workers_share_four_shards_exactly_once(
                 break
             time.sleep(0.5)
         final = samples[-1]
+        health, scrape = scrape_service(workers[0])
     finally:
         codes = [worker.terminate() for worker in workers]
 
     assert codes == [0, 0, 0]  # SIGTERM: finish, checkpoint, release, exit 0
+    # A running worker answers /healthz and /metrics (ECS health check, Prometheus).
+    assert health["status"] == "ok"
+    assert 'crypto_live_records_consumed_total{service="consumer-dynamodb"}' in scrape
+    assert "crypto_live_end_to_end_seconds_count" in scrape
     # Each shard had exactly one owner in every sample, and load ends spread 1-2 each.
     assert all(len(sample) == 4 for sample in samples)
     assert sorted(Counter(final.values()).values()) == [1, 1, 2]
     assert_table_equals(aws, settings, records)
     # Released on shutdown so other workers could take over at once.
     assert set(owners(aws).values()) == {None}
+
+
+def scrape_service(service: ServiceProcess) -> tuple[dict[str, Any], str]:
+    """/healthz and /metrics of a service, on the port it logged."""
+    line = next(m for m in service.messages() if m.startswith("metrics and health on port"))
+    base = f"http://127.0.0.1:{int(line.split()[5])}"
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            health = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        health = json.loads(err.read())
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        return health, response.read().decode()
 
 
 def _table_exists(aws: AwsClients) -> bool:

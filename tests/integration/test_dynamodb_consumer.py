@@ -83,7 +83,7 @@ def test_split_while_records_flow_children_wait_for_their_parent(
         codec=default_codec(),
         dead_letters=dead_letter_writer(aws, settings, "split-test", metrics),
         config=worker_config(settings),
-        on_records=lambda n: metrics.inc(Counters.RECORDS_CONSUMED, n),
+        metrics=metrics,
     )
 
     def produce_and_split() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ def test_producer_process_flushes_everything_on_sigterm(
 ) -> None:
     provision(aws_settings, aws)
     port = _free_port("127.0.0.1")
+    metrics_port = _free_port("127.0.0.1")
     exchange = ServiceProcess(
         ["exchange", "--port", str(port), "--symbols", "50", "--rate", "20"], {}, tmp_path / "x.log"
     )
@@ -36,12 +39,15 @@ def test_producer_process_flushes_everything_on_sigterm(
             "BINANCE_STREAM_URL": f"ws://127.0.0.1:{port}/",
             "BINANCE_STREAMS": "!miniTicker@arr",
             "RECORD_MAX_BUFFERED_TIME_MS": "2000",  # plenty buffered when the signal lands
+            "METRICS_PORT": str(metrics_port),
         },
         tmp_path / "p.log",
     )
     try:
         wait_until(lambda: any("connected" in m for m in exchange.messages()), 20)
         time.sleep(3)
+        health = json.loads(_get(f"http://127.0.0.1:{metrics_port}/healthz"))
+        scrape = _get(f"http://127.0.0.1:{metrics_port}/metrics").decode()
         started = time.monotonic()
         code = producer.terminate(timeout=25)
         stopped_in = time.monotonic() - started
@@ -49,6 +55,10 @@ def test_producer_process_flushes_everything_on_sigterm(
         exchange.terminate()
     assert code == 0
     assert stopped_in < 20
+    assert health["status"] == "ok" and set(health["seconds_since_beat"]) == {"source", "publisher"}
+    received = re.search(r'crypto_live_messages_received_total\{service="producer"\} (\S+)', scrape)
+    assert received and float(received.group(1)) > 0
+    assert "crypto_live_put_seconds_bucket" in scrape
     summary = next(m for m in producer.messages() if m.startswith("producer stopped: "))
     valid = int(re.search(r"(\d+) valid records", summary).group(1))  # type: ignore[union-attr]
     put = int(re.search(r"(\d+) records put", summary).group(1))  # type: ignore[union-attr]
@@ -67,6 +77,7 @@ def test_up_with_simulated_exchange_runs_and_stops_cleanly_on_ctrl_c(tmp_path: P
         env={
             "PATH": "/usr/bin:/bin",
             "EMBEDDED_AWS_PORT": str(port),
+            "METRICS_PORT": "0",
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         },
@@ -95,6 +106,11 @@ def test_up_with_simulated_exchange_runs_and_stops_cleanly_on_ctrl_c(tmp_path: P
     summary = re.search(r"stopped: producer: .*?(\d+) records put to Kinesis", output, re.S)
     assert summary and int(summary.group(1)) >= 20
     assert "0 undelivered" in output
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bytes(response.read())
 
 
 def _records(settings: Settings) -> int:

@@ -259,3 +259,26 @@ def _from_item(item: dict[str, Any]) -> Lease:
         heartbeat_ms=int(item.get("heartbeat_ms", {"N": "0"})["N"]),
         millis_behind=int(behind["N"]) if behind else None,
     )
+
+
+def reset_checkpoint(
+    store: LeaseStore, shard_id: str, checkpoint: str, sub: int = 0, attempts: int = 10
+) -> Lease:
+    """Move one shard's checkpoint through the lease protocol, safe while workers run.
+
+    The lease is taken (the owner's next renew or checkpoint fails, so it stops reading),
+    its checkpoint set, and it is released so a worker picks it up from there at once.
+    """
+    for _ in range(attempts):
+        current = next((lease for lease in store.list_leases() if lease.shard_id == shard_id), None)
+        if current is None:
+            store.create(shard_id, (), "TRIM_HORIZON")
+            continue
+        try:
+            taken = store.take(current, "operator")
+            moved = store.checkpoint(taken, checkpoint, sub)
+            store.release(moved)
+        except LeaseLostError:
+            continue  # a worker renewed in between: read the lease again
+        return replace(moved, owner=None, counter=moved.counter + 1)
+    raise LeaseLostError(f"lease {shard_id} kept changing; checkpoint not reset")

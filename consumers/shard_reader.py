@@ -180,7 +180,9 @@ class ShardReader:
                 await self._end_shard()
                 return Outcome.SHARD_END
             iterator = next_iterator
-            if not raw_records:
+            if not raw_records and self._handle.millis_behind == 0:
+                # Caught up: an empty read that is still behind (sparse shards on AWS) is not
+                # the tip, and a tip flush there could cut a batch a re-read would not.
                 now_ms = time.time_ns() // 1_000_000
                 await self._commit(await self._processor.at_tip(now_ms))
             await _sleep_or_stop(

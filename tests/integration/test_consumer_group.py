@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
-import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path

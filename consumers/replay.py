@@ -140,4 +140,3 @@ async def replay(
 
     await asyncio.gather(*(one(shard_id) for shard_id in plan.shard_ids))
     return total
-

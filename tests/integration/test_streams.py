@@ -1,0 +1,50 @@
+"""Which Binance streams the producer reads: the Secrets Manager secret, or BINANCE_STREAMS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crypto_live.aws import AwsClients
+from crypto_live.errors import ConfigError
+from crypto_live.provision import DEFAULT_STREAMS, provision
+from crypto_live.settings import Settings
+from producer.app import resolve_streams
+
+pytestmark = pytest.mark.integration
+
+
+def test_streams_come_from_the_secret_unless_overridden(
+    aws_settings: Settings, aws: AwsClients
+) -> None:
+    provision(aws_settings, aws)
+    assert resolve_streams(aws_settings, aws) == DEFAULT_STREAMS
+    overridden = aws_settings.with_overrides(binance_streams="!miniTicker@arr")
+    assert resolve_streams(overridden, aws) == ("!miniTicker@arr",)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("not json", "expected JSON"),
+        (json.dumps({"symbols": []}), "expected JSON"),
+        (json.dumps({"streams": "btcusdt@miniTicker"}), "must be a list"),
+        (json.dumps({"streams": ["BTCUSDT@trade"]}), "expected <symbol lower>@miniTicker"),
+        (json.dumps({"streams": []}), "no streams"),
+    ],
+)
+def test_a_bad_secret_is_a_clear_config_error(
+    aws_settings: Settings, aws: AwsClients, secret: str, message: str
+) -> None:
+    aws.secretsmanager.create_secret(
+        Name=aws_settings.binance_websocket_secret, SecretString=secret
+    )
+    with pytest.raises(ConfigError, match=message) as raised:
+        resolve_streams(aws_settings, aws)
+    assert "BINANCE_WEBSOCKET_SECRET" in str(raised.value)
+
+
+def test_a_missing_secret_names_the_setting(aws_settings: Settings, aws: AwsClients) -> None:
+    with pytest.raises(ConfigError, match=r"BINANCE_WEBSOCKET_SECRET .*cannot read the secret"):
+        resolve_streams(aws_settings, aws)

@@ -51,23 +51,11 @@ def moto_server() -> Iterator[str]:
 
 def publish(settings: Any, clients: Any, records: list[dict[str, Any]]) -> None:
     """Put records into the stream the way the producer does (Avro, KPL aggregation)."""
-    from crypto_live.metrics import Metrics
     from producer.kinesis import KinesisStreamWriter
-    from producer.publisher import Publisher
-    from schemas.codec import default_codec
+    from producer.publisher import publish_records
 
-    async def run() -> None:
-        codec = default_codec()
-        publisher = Publisher(
-            KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name), Metrics("bench")
-        )
-        await publisher.start()
-        for record in records:
-            await publisher.add(record["symbol"], codec.encode(record))
-        undelivered = await publisher.close(60)
-        assert not undelivered, f"{len(undelivered)} entries not delivered"
-
-    asyncio.run(run())
+    writer = KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name)
+    asyncio.run(publish_records(writer, records))
 
 
 def reset_account(endpoint: str) -> None:

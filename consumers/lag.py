@@ -12,6 +12,9 @@ from botocore.exceptions import ClientError
 from consumers.deaggregation import deaggregate
 from consumers.leases import DynamoLeaseStore, Lease
 from consumers.records import Position
+from crypto_live.aws import list_shards
+
+__all__ = ["DEFAULT_RECORD_CAP", "ShardLag", "group_leases", "list_shards", "shard_lag"]
 
 # Counting stops here: a group this far behind is lagging whatever the exact number.
 DEFAULT_RECORD_CAP = 1_000_000
@@ -43,16 +46,6 @@ def group_leases(dynamodb: Any, table: str) -> dict[str, Lease]:
         if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             return {}
         raise
-
-
-def list_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:
-    shards: list[dict[str, Any]] = []
-    response = kinesis.list_shards(StreamName=stream)
-    shards.extend(response["Shards"])
-    while token := response.get("NextToken"):
-        response = kinesis.list_shards(NextToken=token)
-        shards.extend(response["Shards"])
-    return shards
 
 
 def shard_lag(

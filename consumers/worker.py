@@ -20,6 +20,7 @@ from consumers.leases import Lease, LeaseLostError, LeaseStore
 from consumers.processor import ProcessorFactory
 from consumers.records import UndecodableRecord
 from consumers.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from crypto_live.aws import list_shards
 from crypto_live.metrics import Metrics
 from schemas.codec import SingleObjectCodec
 
@@ -129,12 +130,7 @@ class Worker:
         self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
-        shards: list[dict[str, Any]] = []
-        response = await asyncio.to_thread(self._kinesis.list_shards, StreamName=self._stream)
-        shards.extend(response["Shards"])
-        while token := response.get("NextToken"):
-            response = await asyncio.to_thread(self._kinesis.list_shards, NextToken=token)
-            shards.extend(response["Shards"])
+        shards = await asyncio.to_thread(list_shards, self._kinesis, self._stream)
         known = {shard["ShardId"] for shard in shards}
         for shard in shards:
             ending = shard["SequenceNumberRange"].get("EndingSequenceNumber")

@@ -18,6 +18,16 @@ _CONFIG = Config(
 )
 
 
+def list_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:
+    """Every shard of the stream, open and closed, following NextToken pages."""
+    response = kinesis.list_shards(StreamName=stream)
+    shards: list[dict[str, Any]] = list(response["Shards"])
+    while token := response.get("NextToken"):
+        response = kinesis.list_shards(NextToken=token)
+        shards.extend(response["Shards"])
+    return shards
+
+
 class AwsClients:
     """One boto3 session per service; clients are created once and shared (they are thread-safe)."""
 

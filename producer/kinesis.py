@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from crypto_live.aws import list_shards
 from producer.aggregation import PutEntry
 from producer.shard_map import ShardMap
 
@@ -29,14 +30,8 @@ class KinesisStreamWriter:
         return self._stream
 
     def list_shards(self) -> ShardMap:
-        """The open shards of the stream (follows NextToken pages)."""
-        shards: list[dict[str, Any]] = []
-        response = self._kinesis.list_shards(StreamName=self._stream)
-        shards.extend(response["Shards"])
-        while token := response.get("NextToken"):
-            response = self._kinesis.list_shards(NextToken=token)
-            shards.extend(response["Shards"])
-        return ShardMap.from_list_shards(shards)
+        """The open shards of the stream."""
+        return ShardMap.from_list_shards(list_shards(self._kinesis, self._stream))
 
     def put_records(self, entries: Sequence[PutEntry]) -> dict[str, Any]:
         """One PutRecords call; partial failures come back in the response."""

@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from itertools import islice, zip_longest
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from crypto_live.errors import CryptoLiveError
 from crypto_live.metrics import Counters, Gauges, Histograms, Metrics
 from producer.aggregation import PutEntry, ShardAggregator, plan_requests
 from producer.kinesis import StreamWriter
@@ -22,6 +23,23 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_RECORDS = 500
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
+
+
+async def publish_records(
+    writer: StreamWriter, records: Iterable[Mapping[str, Any]], grace_seconds: float = 60.0
+) -> None:
+    """Put already-valid records into the stream as the producer does (Avro, KPL aggregates):
+    for replays from the archive, tools and tests. Raises if any are left undelivered."""
+    from schemas.codec import default_codec
+
+    codec = default_codec()
+    publisher = Publisher(writer, Metrics("publish"))
+    await publisher.start()
+    for record in records:
+        await publisher.add(str(record["symbol"]), codec.encode(record))
+    undelivered = await publisher.close(grace_seconds)
+    if undelivered:
+        raise CryptoLiveError(f"{len(undelivered)} Kinesis records not delivered")
 
 
 class Publisher:

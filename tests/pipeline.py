@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from crypto_live.aws import AwsClients
-from crypto_live.metrics import Metrics
 from crypto_live.settings import Settings
 from producer.kinesis import KinesisStreamWriter
-from producer.publisher import Publisher
-from schemas.codec import default_codec
+from producer.publisher import publish_records
 
 BASE_MS = 1_795_000_000_000
 
@@ -47,18 +45,8 @@ def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
 
 def publish(settings: Settings, clients: AwsClients, records: list[dict[str, Any]]) -> None:
     """Put records into the stream through the real producer path (Avro + KPL aggregation)."""
-
-    async def run() -> None:
-        codec = default_codec()
-        publisher = Publisher(
-            KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name), Metrics("test")
-        )
-        await publisher.start()
-        for record in records:
-            await publisher.add(record["symbol"], codec.encode(record))
-        assert await publisher.close(30) == []
-
-    asyncio.run(run())
+    writer = KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name)
+    asyncio.run(publish_records(writer, records, 30))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> float:

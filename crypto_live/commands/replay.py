@@ -172,24 +172,8 @@ def _dynamodb_writer(settings: Settings, clients: Any) -> Any:
 
 
 def _put_into_stream(settings: Settings, clients: Any, records: list[dict[str, Any]]) -> None:
-    from crypto_live.metrics import Metrics
     from producer.kinesis import KinesisStreamWriter
-    from producer.publisher import Publisher
-    from schemas.codec import default_codec
+    from producer.publisher import publish_records
 
-    async def run() -> None:
-        codec = default_codec()
-        publisher = Publisher(
-            KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name),
-            Metrics("replay-archive"),
-        )
-        await publisher.start()
-        for record in records:
-            await publisher.add(record["symbol"], codec.encode(record))
-        undelivered = await publisher.close(settings.shutdown_timeout_seconds)
-        if undelivered:
-            from crypto_live.errors import CryptoLiveError
-
-            raise CryptoLiveError(f"{len(undelivered)} aggregates not delivered to Kinesis")
-
-    asyncio.run(run())
+    writer = KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name)
+    asyncio.run(publish_records(writer, records, settings.shutdown_timeout_seconds))

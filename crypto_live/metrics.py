@@ -145,6 +145,15 @@ class Metrics:
     def shard_lag(self, shard_id: str) -> float | None:
         return self.registry.get_sample_value(SHARD_LAG, {"shard_id": shard_id})
 
+    def shard_lags(self) -> dict[str, float]:
+        """Lag of every shard this service reads, by shard id."""
+        return {
+            sample.labels["shard_id"]: sample.value
+            for family in self.registry.collect()
+            if family.name == SHARD_LAG
+            for sample in family.samples
+        }
+
     def histogram_count(self, name: Histograms) -> float:
         """How many observations a histogram has (for tests and summaries)."""
         return self.registry.get_sample_value(f"{name}_count") or 0.0

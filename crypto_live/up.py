@@ -17,7 +17,7 @@ from crypto_live.aws import AwsClients
 from crypto_live.embedded import EmbeddedAws, use_dummy_credentials
 from crypto_live.health import Health, serve
 from crypto_live.logs import configure_logging
-from crypto_live.metrics import Counters, Gauges, Metrics
+from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import Settings
 
@@ -134,28 +134,30 @@ async def _run_services(
 
 def _table(metrics: dict[str, Metrics], rates: dict[str, float]) -> Table:
     table = Table(title="crypto-live (Ctrl+C to stop)")
-    for column in ("service", "in", "out", "rate/s", "rejected", "buffered", "retries"):
+    for column in ("service", "in", "out", "/s", "rejected", "retries", "lag ms"):
         table.add_column(column, justify="left" if column == "service" else "right")
     value = metrics["producer"].value
     table.add_row(
-        "producer",
-        f"{value(Counters.MESSAGES_RECEIVED):,.0f} msgs",
-        f"{value(Counters.RECORDS_PUT):,.0f} -> Kinesis",
+        "producer -> Kinesis",
+        f"{value(Counters.MESSAGES_RECEIVED):,.0f}",
+        f"{value(Counters.RECORDS_PUT):,.0f}",
         f"{rates.get('producer', 0.0):,.0f}",
         f"{value(Counters.RECORDS_REJECTED):,.0f}",
-        f"{value(Gauges.BUFFERED_RECORDS):,.0f}",
         f"{value(Counters.PUT_RETRIES):,.0f}",
+        "",
     )
-    for kind, sink in (("dynamodb", "DynamoDB"), ("s3", "S3")):
+    written = {"dynamodb": Counters.DYNAMODB_ITEMS_WRITTEN, "s3": Counters.S3_RECORDS_WRITTEN}
+    for kind, out in written.items():
         value = metrics[kind].value
+        lags = metrics[kind].shard_lags()
         table.add_row(
-            f"consumer {kind}",
-            f"{value(Counters.RECORDS_CONSUMED):,.0f} recs",
-            f"-> {sink}",
+            f"-> {kind}",
+            f"{value(Counters.RECORDS_CONSUMED):,.0f}",
+            f"{value(out):,.0f}",
             f"{rates.get(kind, 0.0):,.0f}",
             f"{value(Counters.DEAD_LETTERS):,.0f}",
-            "",
-            "",
+            f"{value(Counters.GET_RECORDS_RETRIES):,.0f}",
+            f"{max(lags.values()):,.0f}" if lags else "-",
         )
     return table
 

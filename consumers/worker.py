@@ -126,7 +126,9 @@ class Worker:
                 owned.handle.lost = True  # stolen or expired behind our back
         expired = self._expiry.observe(leases, time.monotonic())
         for lease in choose_leases(leases, self.worker_id, expired):
-            await self._take(lease)
+            await self._take(
+                lease, stolen=lease.owner is not None and lease.shard_id not in expired
+            )
         self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
@@ -147,7 +149,7 @@ class Worker:
             if shard["ShardId"] not in self._leases:
                 await asyncio.to_thread(self._store.create, shard["ShardId"], parents, start)
 
-    async def _take(self, lease: Lease) -> None:
+    async def _take(self, lease: Lease, *, stolen: bool = False) -> None:
         try:
             taken = await asyncio.to_thread(self._store.take, lease, self.worker_id)
         except LeaseLostError:
@@ -170,8 +172,17 @@ class Worker:
             closed_ending=lambda: self._closed.get(taken.shard_id),
             metrics=self._metrics,
         )
-        task = asyncio.create_task(reader.run(self._reader_stop), name=f"shard-{taken.shard_id}")
+        # A live owner learns it lost the lease at its next renewal; reading only after that
+        # keeps a stolen shard from being read by two workers at once.
+        delay = 1.5 * self._config.renew_seconds if stolen else 0.0
+        task = asyncio.create_task(self._read_after(delay, reader), name=f"shard-{taken.shard_id}")
         self._owned[taken.shard_id] = _Owned(handle, task)
+
+    async def _read_after(self, delay: float, reader: ShardReader) -> Outcome:
+        if delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader_stop.wait(), timeout=delay)
+        return await reader.run(self._reader_stop)
 
     async def _reap(self) -> None:
         """Collect finished readers; a reader's crash surfaces here, in its owner."""

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SOURCE ?= binance
 
-.PHONY: up test check lint types bench clean compose-validator
+.PHONY: up test check lint types bench clean compose-validator chromium dashboard lake
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/crypto-live up --source $(SOURCE)
 
-test: $(STAMP) compose-validator
+test: $(STAMP) compose-validator chromium
 	$(BIN)/pytest
 
 # `docker-compose config` validates docker-compose.yml in the tests (Debian's package; no engine
@@ -44,3 +44,21 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Debian's Chromium and ChromeDriver for the dashboard's browser test; skipped without root.
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "make: could not install chromium; the browser test will skip"; \
+	else echo "make: chromium not installed (needs root): the browser test will skip"; fi
+
+LOCAL_AWS := $(or $(AWS_ENDPOINT_URL),http://127.0.0.1:$(or $(EMBEDDED_AWS_PORT),4566))
+
+dashboard: $(STAMP)
+	$(BIN)/crypto-live dashboard --endpoint-url $(LOCAL_AWS)
+
+lake: $(STAMP)
+	$(BIN)/crypto-live lake compact --endpoint-url $(LOCAL_AWS)
+	$(BIN)/crypto-live lake candles --endpoint-url $(LOCAL_AWS)
+	$(BIN)/crypto-live lake report --date $$(date -u +%F) --force --endpoint-url $(LOCAL_AWS)

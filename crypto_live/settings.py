@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     # Embedded AWS (moto server) used by `crypto-live up` when AWS_ENDPOINT_URL is unset.
     embedded_aws_port: int = Field(default=4566, ge=0, le=65535)
 
+    # Analytics and dashboard.
+    lake_slack_hours: int = Field(default=1, ge=0, le=24)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8050, ge=0, le=65535)
+    dashboard_metrics_urls: Annotated[CommaList, Field(default=None)]
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # /metrics and /healthz: 0 picks a free port (logged), -1 turns the endpoint off.
     metrics_port: int = Field(default=9000, ge=-1, le=65535)

@@ -1,0 +1,154 @@
+"""The dashboard's reads: DynamoDB latest and history tables, lease tables, /metrics scrapes.
+
+Answers for the latest table and the pipeline panel are cached for a short time, so any number
+of open pages costs the same few calls per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from crypto_live.dashboard.views import (
+    RateMeter,
+    group_view,
+    history_points,
+    iso_ms,
+    stream_type,
+    ticker_rows,
+    totals_by_service,
+)
+from crypto_live.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS: Final = 0.5
+SCRAPE_TIMEOUT: Final = 1.0
+MAX_HISTORY_MINUTES: Final = 24 * 60
+
+
+class _Cached:
+    """One value recomputed at most every ``ttl`` seconds (thread-safe)."""
+
+    def __init__(self, ttl: float, compute: Callable[[], dict[str, Any]]) -> None:
+        self._ttl = ttl
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._at >= self._ttl:
+                self._value = self._compute()
+                self._at = now
+            return self._value
+
+
+def _query_all(dynamodb: Any, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = dynamodb.query(**params)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _scan_all(dynamodb: Any, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = dynamodb.scan(**params)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class DashboardSource:
+    """Reads for the JSON API; ``dynamodb`` is a boto3 client (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dynamodb: Any,
+        metrics_urls: Sequence[str] = (),
+        cache_seconds: float = CACHE_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._db = dynamodb
+        self._metrics_urls = tuple(metrics_urls)
+        self._meter = RateMeter()
+        self._latest = _Cached(cache_seconds, self._read_latest)
+        self._pipeline = _Cached(cache_seconds, self._read_pipeline)
+
+    def latest(self) -> dict[str, Any]:
+        return self._latest.get()
+
+    def pipeline(self) -> dict[str, Any]:
+        return self._pipeline.get()
+
+    def history(self, symbol: str, minutes: int, after_ms: int | None = None) -> dict[str, Any]:
+        """Last prices of ``symbol`` over ``minutes``, only those after ``after_ms`` if given."""
+        now_ms = time.time_ns() // 1_000_000
+        since = now_ms - min(max(minutes, 1), MAX_HISTORY_MINUTES) * 60_000
+        if after_ms is not None:
+            since = max(since, after_ms + 1)
+        items = _query_all(
+            self._db,
+            TableName=self._settings.dynamo_table_name,
+            KeyConditionExpression="stream_type = :s AND iso_timestamp >= :since",
+            ExpressionAttributeValues={
+                ":s": {"S": stream_type(symbol)},
+                ":since": {"S": iso_ms(since)},
+            },
+            ProjectionExpression="event_time, close_price",
+        )
+        return {"now_ms": now_ms, "symbol": symbol, "points": history_points(items)}
+
+    def _read_latest(self) -> dict[str, Any]:
+        items = _scan_all(self._db, TableName=self._settings.dynamo_latest_table_name)
+        return {"now_ms": time.time_ns() // 1_000_000, "tickers": ticker_rows(items)}
+
+    def _read_pipeline(self) -> dict[str, Any]:
+        from consumers.app import KINDS, app_name, lease_table_name
+        from consumers.lag import group_leases
+
+        totals, errors = self._scrape()
+        rates = self._meter.update(time.monotonic(), totals) if totals else {}
+        now_ms = time.time_ns() // 1_000_000
+        groups = [
+            group_view(
+                kind,
+                app_name(self._settings, kind),
+                group_leases(self._db, lease_table_name(self._settings, kind)).values(),
+                rates.get(f"consumer-{kind}"),
+                now_ms,
+            )
+            for kind in KINDS
+        ]
+        return {
+            "now_ms": now_ms,
+            "groups": groups,
+            "producer_records_per_second": rates.get("producer"),
+            "metrics": {"urls": list(self._metrics_urls), "errors": errors},
+        }
+
+    def _scrape(self) -> tuple[dict[str, float], list[str]]:
+        totals: dict[str, float] = {}
+        errors: list[str] = []
+        for url in self._metrics_urls:
+            try:
+                with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:  # noqa: S310 - operator-given URL
+                    text = response.read().decode()
+            except (OSError, ValueError) as err:
+                errors.append(f"{url}: {err}")
+                continue
+            for service, total in totals_by_service(text).items():
+                totals[service] = totals.get(service, 0.0) + total
+        return totals, errors

@@ -41,6 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.producer
 	$(BIN)/python -m bench.dynamodb_consumer
 	$(BIN)/python -m bench.s3_consumer
+	$(BIN)/python -m bench.producer_ws
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.scaling
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -125,6 +125,16 @@ class Worker:
             if current is None or current.owner != self.worker_id:
                 owned.handle.lost = True  # stolen or expired behind our back
         expired = self._expiry.observe(leases, time.monotonic())
+        for lease in leases:
+            # Ours in the table, yet nobody reads it: a take or renewal was applied but
+            # answered with an error, or its reader died on an AWS error. No worker would
+            # ever take it (it looks alive and ours), so take it again now.
+            if (
+                lease.owner == self.worker_id
+                and lease.shard_id not in self._owned
+                and not lease.finished
+            ):
+                await self._take(lease)
         for lease in choose_leases(leases, self.worker_id, expired):
             await self._take(
                 lease, stolen=lease.owner is not None and lease.shard_id not in expired
@@ -154,7 +164,10 @@ class Worker:
             taken = await asyncio.to_thread(self._store.take, lease, self.worker_id)
         except LeaseLostError:
             return  # someone else was faster
-        if lease.owner:
+        except (BotoCoreError, ClientError) as err:
+            log.warning("could not take lease %s, retrying next cycle: %s", lease.shard_id, err)
+            return
+        if lease.owner and lease.owner != self.worker_id:
             log.info("took lease %s from %s", lease.shard_id, lease.owner)
         else:
             log.info("took lease %s", lease.shard_id, extra={"shard_id": lease.shard_id})
@@ -190,7 +203,14 @@ class Worker:
             if not owned.task.done():
                 continue
             del self._owned[shard_id]
-            outcome = owned.task.result()  # re-raises a reader's exception
+            try:
+                outcome = owned.task.result()  # re-raises a reader's exception
+            except (BotoCoreError, ClientError) as err:
+                # A call the reader does not retry itself (checkpoint, GetShardIterator) failed
+                # past botocore's retries; the lease is still ours and is read again from its
+                # checkpoint at the next cycle.
+                log.warning("reader of %s failed, restarting it: %s", shard_id, err)
+                continue
             if outcome is Outcome.SHARD_END:
                 self._leases[shard_id] = owned.handle.lease
                 await asyncio.to_thread(self._release, owned.handle)

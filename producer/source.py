@@ -13,6 +13,7 @@ from typing import Any
 
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import ReadLoopClosed
+from binance.ws.constants import WSListenerState
 from websockets.exceptions import WebSocketException
 
 from crypto_live.errors import SourceUnavailableError
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 CONNECT_ERRORS = (OSError, TimeoutError, WebSocketException, ReadLoopClosed)
 # How long python-binance's read loop may sit in recv() before it notices we are stopping.
 READ_TIMEOUT_SECONDS = 1
+# How often a read loop held back by a full queue looks again (and checks for shutdown).
+_FULL_QUEUE_POLL_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,27 @@ def tolerant_json_loads(message: str | bytes) -> WireMessage | UnparsedMessage:
         return WireMessage(message, json.loads(message))
     except ValueError as err:
         return UnparsedMessage(raw=message, error=str(err))
+
+
+class BackpressureQueue(asyncio.Queue[Any]):
+    """python-binance's message queue, with a put() that waits while the queue is full.
+
+    python-binance itself ends its read loop once its queue holds max_queue_size messages,
+    which drops the connection and every message still queued (a burst was lost this way).
+    Waiting instead stops the read loop, websockets' flow control pushes back through TCP,
+    and the sender slows down: memory stays bounded and nothing received is lost.
+    """
+
+    def __init__(self, maxsize: int, closing: Callable[[], bool]) -> None:
+        super().__init__(maxsize)
+        self._closing = closing
+
+    async def put(self, item: Any) -> None:
+        while self.full():
+            if self._closing():
+                return  # the socket is closing: nobody will read this message any more
+            await asyncio.sleep(_FULL_QUEUE_POLL_SECONDS)
+        self.put_nowait(item)
 
 
 class BinanceSource:
@@ -68,6 +92,7 @@ class BinanceSource:
         self._max_queue_size = max_queue_size
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._clock = clock
+        self._last_message = clock()  # when the last market message arrived
         self.connected = asyncio.Event()
 
     @property
@@ -78,7 +103,7 @@ class BinanceSource:
         """Messages until ``stop`` is set; the first connection failing raises SourceUnavailable."""
         attempt = 0
         ever_connected = False
-        last_message = self._clock()
+        self._last_message = self._clock()
         while not stop.is_set():
             client = AsyncClient(testnet=self._testnet)
             try:
@@ -88,12 +113,13 @@ class BinanceSource:
                         self.connected.set()
                         if ever_connected:
                             log.warning(
-                                "reconnected after a gap of %.1f s", self._clock() - last_message
+                                "reconnected after a gap of %.1f s",
+                                self._clock() - self._last_message,
                             )
                         ever_connected = True
                         attempt = 0
                         async for message in self._read(socket, stop):
-                            last_message = self._clock()
+                            self._last_message = self._clock()
                             yield message
                 except CONNECT_ERRORS as err:
                     if not ever_connected:
@@ -119,10 +145,15 @@ class BinanceSource:
         socket = manager.multiplex_socket(self._streams)
         socket.json_loads = tolerant_json_loads
         socket.TIMEOUT = READ_TIMEOUT_SECONDS
+        socket._queue = BackpressureQueue(
+            self._max_queue_size, lambda: socket.ws_state == WSListenerState.EXITING
+        )
+        socket.max_queue_size = self._max_queue_size + 1  # its overflow check never trips
         return socket
 
     async def _read(self, socket: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
         stop_wait = asyncio.create_task(stop.wait())
+        reconnecting = False
         try:
             while not stop.is_set():
                 receive = asyncio.create_task(socket.recv())
@@ -135,10 +166,19 @@ class BinanceSource:
                     return
                 message = receive.result()
                 if _is_connection_event(message):
-                    # python-binance reports disconnects in-band; it reconnects by itself.
+                    # python-binance reports disconnects in-band (several events for one drop)
+                    # and reconnects by itself: one reconnect, logged with its gap once data
+                    # flows again.
                     log.warning("websocket event: %s %s", message.get("type"), message.get("m"))
-                    self._metrics.inc(Counters.RECONNECTS)
+                    if not reconnecting:
+                        reconnecting = True
+                        self._metrics.inc(Counters.RECONNECTS)
                     continue
+                if reconnecting:
+                    reconnecting = False
+                    log.warning(
+                        "reconnected after a gap of %.1f s", self._clock() - self._last_message
+                    )
                 yield message
         finally:
             stop_wait.cancel()

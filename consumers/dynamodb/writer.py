@@ -123,7 +123,10 @@ class DynamoDbWriter:
     def close(self) -> None:
         """Stop retrying, drop queued requests, wait for the ones in flight (idempotent)."""
         self._closed.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Not cancel_futures=True: futures cancelled that way never wake a wait() on them, so
+        # a batch being written would hang its thread (and shutdown) forever. Queued requests
+        # end at once instead, raising in _retrying now that the writer is closed.
+        self._pool.shutdown(wait=True)
 
     # -- one AWS call each ---------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class DynamoDbWriter:
     def _retrying(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
         attempt = 0
         while True:
+            if self._closed.is_set():
+                raise DynamoDbRetriesExhaustedError(f"writer closed before {what}")
             try:
                 return call()
             except (ClientError, BotoConnectionError, HTTPClientError) as err:

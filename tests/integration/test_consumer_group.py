@@ -145,6 +145,7 @@ def test_sigkilled_worker_shards_are_taken_over_from_the_checkpoint(
         victim_id = next(o for o in owners(aws).values() if o and f":{a.proc.pid}:" in o)
         a.kill()  # SIGKILL: no release, no final checkpoint
         killed_at = time.monotonic()
+        time.sleep(0.5)  # a checkpoint request already on the wire may still land
         victim_shards = sorted(s for s, o in owners(aws).items() if o == victim_id)
         checkpoints = {
             i["shard_id"]["S"]: (i["checkpoint"]["S"], i["checkpoint_sub"]["N"])

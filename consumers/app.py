@@ -72,7 +72,14 @@ def processor_factory(
             metrics,
             max_in_flight=settings.dynamodb_max_in_flight,
         )
-        return Sink(DynamoDbProcessorFactory(writer, settings.retention_ttl_days), writer.close)
+        dynamodb_factory = DynamoDbProcessorFactory(writer, settings.retention_ttl_days, metrics)
+
+        def close() -> None:
+            dynamodb_factory.book.close()  # no new latest-table writes
+            writer.close()  # ends the one in flight at once
+            dynamodb_factory.close()
+
+        return Sink(dynamodb_factory, close)
     from consumers.s3.processor import S3ProcessorFactory
     from consumers.s3.writer import S3BatchWriter
 

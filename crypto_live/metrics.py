@@ -36,6 +36,7 @@ class Counters(StrEnum):
     DYNAMODB_CALL_RETRIES = "crypto_live_dynamodb_call_retries_total"
     LATEST_UPDATES = "crypto_live_latest_updates_total"
     LATEST_STALE_SKIPPED = "crypto_live_latest_stale_skipped_total"
+    LATEST_COALESCED = "crypto_live_latest_coalesced_total"
 
 
 class Gauges(StrEnum):
@@ -43,6 +44,7 @@ class Gauges(StrEnum):
 
     QUEUE_DEPTH = "crypto_live_queue_depth"
     BUFFERED_RECORDS = "crypto_live_buffered_records"
+    LATEST_WAITING = "crypto_live_latest_waiting"
 
 
 class Histograms(StrEnum):
@@ -52,11 +54,16 @@ class Histograms(StrEnum):
     S3_PUT_SECONDS = "crypto_live_s3_put_seconds"
     DYNAMODB_REQUEST_SECONDS = "crypto_live_dynamodb_request_seconds"
     END_TO_END_SECONDS = "crypto_live_end_to_end_seconds"
+    HISTORY_DURABLE_SECONDS = "crypto_live_history_durable_seconds"
+    LATEST_AGE_SECONDS = "crypto_live_latest_age_seconds"
     BATCH_RECORDS = "crypto_live_batch_records"
 
 
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 12, 15, 30, 60)
 _BUCKETS: dict[str, tuple[float, ...]] = {
-    Histograms.END_TO_END_SECONDS: (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 12, 15, 30, 60),
+    Histograms.END_TO_END_SECONDS: _LATENCY_BUCKETS,
+    Histograms.HISTORY_DURABLE_SECONDS: _LATENCY_BUCKETS,
+    Histograms.LATEST_AGE_SECONDS: _LATENCY_BUCKETS,
     Histograms.BATCH_RECORDS: (1, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000),
 }
 SHARD_LAG = "crypto_live_shard_millis_behind"
@@ -79,13 +86,17 @@ _HELP = {
     Counters.GET_RECORDS_RETRIES: "GetRecords calls retried after throttling or an error",
     Counters.RECORDS_REPLAYED: "Records re-driven into a sink by replay",
     Histograms.END_TO_END_SECONDS: "Producer receipt to durable in the sink, per record",
+    Histograms.HISTORY_DURABLE_SECONDS: "Producer receipt to durable in the history table",
+    Histograms.LATEST_AGE_SECONDS: "Producer receipt to the record's latest-ticker row written",
+    Counters.LATEST_COALESCED: "Latest-ticker updates covered by a newer one while waiting",
+    Gauges.LATEST_WAITING: "Latest-ticker updates waiting to be written",
     Histograms.BATCH_RECORDS: "Records per batch handed to a sink",
     Counters.S3_OBJECTS_WRITTEN: "S3 batch objects confirmed written",
     Counters.S3_RECORDS_WRITTEN: "Rows in S3 batch objects confirmed written",
     Counters.S3_BYTES_WRITTEN: "Gzipped bytes of S3 batch objects confirmed written",
     Counters.S3_PUT_RETRIES: "S3 PutObject calls retried after a transient error",
     Counters.S3_DUPLICATES_DROPPED: "Duplicate records (producer retries) dropped in a batch",
-    Counters.DYNAMODB_REQUESTS: "DynamoDB BatchWriteItem and UpdateItem requests sent",
+    Counters.DYNAMODB_REQUESTS: "DynamoDB BatchWriteItem and PutItem requests sent",
     Counters.DYNAMODB_ITEMS_WRITTEN: "History items confirmed written to DynamoDB",
     Counters.DYNAMODB_UNPROCESSED_RETRIES: "History items returned as UnprocessedItems and retried",
     Counters.DYNAMODB_CALL_RETRIES: "DynamoDB calls retried after throttling or a server error",
@@ -95,7 +106,7 @@ _HELP = {
     Gauges.BUFFERED_RECORDS: "User records buffered in aggregates or waiting to be put",
     Histograms.PUT_SECONDS: "PutRecords call latency",
     Histograms.S3_PUT_SECONDS: "S3 PutObject call latency",
-    Histograms.DYNAMODB_REQUEST_SECONDS: "DynamoDB BatchWriteItem and UpdateItem call latency",
+    Histograms.DYNAMODB_REQUEST_SECONDS: "DynamoDB BatchWriteItem and PutItem call latency",
 }
 
 

@@ -1,76 +1,152 @@
-"""The DynamoDB sink's ShardProcessor: each batch is durable before its position is returned."""
+"""The DynamoDB sink's ShardProcessor: history durable per batch, latest rows via the pump."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
+from typing import Final
 
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
+from consumers.dynamodb.latest import LatestBook, LatestPump
 from consumers.dynamodb.writer import DynamoDbSinkWriter
 from consumers.records import ConsumedRecord, Position
+from crypto_live.metrics import Histograms, Metrics
 
 log = logging.getLogger(__name__)
 
+# How long process() waits for its batch's latest rows before reading on: long enough for a
+# pump that keeps up (so the checkpoint follows at once), short enough that a latest table
+# falling behind never holds up the history table.
+LATEST_WAIT_SECONDS: Final = 0.25
+# At SIGTERM: how long to let waiting latest rows finish; the rest is re-read by the next owner.
+SHUTDOWN_WAIT_SECONDS: Final = 2.0
+
 
 class DynamoDbProcessor:
-    """Writes each GetRecords batch straight through: history puts, then latest updates.
-
-    Nothing is buffered between calls, so at_tip, shard_ended and shutdown have nothing to
-    flush and abandon nothing to drop.
+    """Writes each GetRecords batch's history items before returning, and hands its latest
+    updates to the book; the position returned is the end of the last batch whose history
+    is durable and whose latest updates are written or covered (see consumers.dynamodb.latest).
     """
 
     def __init__(
-        self, writer: DynamoDbSinkWriter, retention_ttl_days: int, shard_id: str = ""
+        self,
+        writer: DynamoDbSinkWriter,
+        book: LatestBook,
+        retention_ttl_days: int,
+        shard_id: str = "",
+        metrics: Metrics | None = None,
+        *,
+        latest_wait: float = LATEST_WAIT_SECONDS,
     ) -> None:
         self._writer = writer
+        self._latest_wait = latest_wait
+        self._book = book
         self._retention_ttl_days = retention_ttl_days
         self._shard_id = shard_id
+        self._metrics = metrics
+        self._batch = 0
+        self._ends: deque[tuple[int, Position]] = deque()  # batches not yet returned
 
     async def process(self, records: Sequence[ConsumedRecord]) -> Position | None:
-        """Write the batch durably; returns the last record's position (None if empty)."""
+        """Write the batch's history durably, queue its latest updates; returns what is safe."""
         if not records:
-            return None
+            return self._safe()
         items = dedupe_history(
             history_item(consumed.record, self._retention_ttl_days) for consumed in records
         )
         updates = coalesce_latest(consumed.record for consumed in records)
         await asyncio.to_thread(self._writer.write_history, items)
+        self._observe_history(records)
         # After the history, so a latest row never shows an event the history table lacks.
-        await asyncio.to_thread(self._writer.update_latest, updates)
-        last = records[-1].position
+        self._batch += 1
+        self._ends.append((self._batch, records[-1].position))
+        self._book.offer(self._shard_id, self._batch, updates)
+        await asyncio.to_thread(
+            self._book.wait_clear, self._shard_id, self._batch, self._latest_wait
+        )
         log.debug(
-            "wrote %d records as %d items and %d latest updates up to %s",
+            "wrote %d records as %d items, queued %d latest updates",
             len(records),
             len(items),
             len(updates),
-            last,
-            extra={"shard_id": self._shard_id, "sequence_number": last.sequence_number},
+            extra={"shard_id": self._shard_id},
         )
-        return last
+        return self._safe()
 
     async def at_tip(self, now_ms: int) -> Position | None:
-        """Nothing buffered, so nothing new becomes durable."""
-        return None
+        """Whatever became safe since (the pump writes in the background)."""
+        return self._safe()
 
     async def shard_ended(self) -> Position | None:
-        """Everything given was already durable when process returned."""
-        return None
+        """Wait for every latest update of the shard: SHARD_END must cover everything."""
+        await asyncio.to_thread(self._book.wait_clear, self._shard_id, self._batch, None)
+        return self._safe()
 
     async def shutdown(self) -> Position | None:
-        """Everything given was already durable when process returned."""
-        return None
+        """Give waiting latest updates a moment, then return what is safe."""
+        await asyncio.to_thread(
+            self._book.wait_clear, self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS
+        )
+        return self._safe()
 
     def abandon(self) -> None:
-        """Nothing buffered to drop."""
+        """The lease is gone: the next owner re-reads (and re-queues) the unsafe batches."""
+        self._book.drop(self._shard_id)
+        self._ends.clear()
+
+    def _safe(self) -> Position | None:
+        first_blocked = self._book.first_blocked(self._shard_id)
+        position = None
+        while self._ends and (first_blocked is None or self._ends[0][0] < first_blocked):
+            position = self._ends.popleft()[1]
+        return position
+
+    def _observe_history(self, records: Sequence[ConsumedRecord]) -> None:
+        if self._metrics is None:
+            return
+        now_us = time.time_ns() // 1000
+        for consumed in records:
+            seconds = (now_us - int(consumed.record["received_at"])) / 1e6
+            self._metrics.observe(Histograms.HISTORY_DURABLE_SECONDS, seconds)
 
 
 class DynamoDbProcessorFactory:
-    """Makes one DynamoDbProcessor per shard lease, all sharing one writer (and its pool)."""
+    """Makes one DynamoDbProcessor per shard lease, all sharing one writer (and its pool) and
+    one latest-table pump; ``close`` stops the pump (not the writer)."""
 
-    def __init__(self, writer: DynamoDbSinkWriter, retention_ttl_days: int) -> None:
+    def __init__(
+        self,
+        writer: DynamoDbSinkWriter,
+        retention_ttl_days: int,
+        metrics: Metrics | None = None,
+        *,
+        latest_wait: float = LATEST_WAIT_SECONDS,
+    ) -> None:
         self._writer = writer
         self._retention_ttl_days = retention_ttl_days
+        self._metrics = metrics
+        self._latest_wait = latest_wait
+        self._pump = LatestPump(writer, metrics)
+
+    @property
+    def book(self) -> LatestBook:
+        return self._pump.book
 
     def __call__(self, shard_id: str) -> DynamoDbProcessor:
-        return DynamoDbProcessor(self._writer, self._retention_ttl_days, shard_id)
+        return DynamoDbProcessor(
+            self._writer,
+            self._pump.book,
+            self._retention_ttl_days,
+            shard_id,
+            self._metrics,
+            latest_wait=self._latest_wait,
+        )
+
+    def close(self) -> None:
+        """Stop the pump after the write in flight (close the writer between ``book.close()``
+        and this to cut that write short); waiting updates stay un-checkpointed."""
+        self._pump.book.close()
+        self._pump.join()

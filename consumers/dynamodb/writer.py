@@ -1,4 +1,4 @@
-"""DynamoDB I/O for the sink: batched history puts and conditional latest updates, retried."""
+"""DynamoDB I/O for the sink: batched history puts and conditional latest puts, retried."""
 
 from __future__ import annotations
 
@@ -142,9 +142,9 @@ class DynamoDbWriter:
         return left
 
     def update(self, update: LatestUpdate) -> bool:
-        """One conditional UpdateItem; False when the stored row was already as new or newer."""
+        """One conditional PutItem; False when the stored row was already as new or newer."""
         try:
-            self._call(self._dynamodb.update_item, **update.to_request(self._latest_table))
+            self._call(self._dynamodb.put_item, **update.to_request(self._latest_table))
         except ClientError as err:
             if _code(err) == "ConditionalCheckFailedException":
                 self._metrics.inc(Counters.LATEST_STALE_SKIPPED)
@@ -178,7 +178,7 @@ class DynamoDbWriter:
                 attempt += 1
 
     def _update_one(self, update: LatestUpdate, deadline: float) -> None:
-        self._retrying(partial(self.update, update), f"UpdateItem {update.symbol}", deadline)
+        self._retrying(partial(self.update, update), f"PutItem {update.symbol}", deadline)
 
     def _retrying(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
         attempt = 0
@@ -243,8 +243,7 @@ class MemoryDynamoDbWriter:
                 stored = self.latest.get(update.symbol)
                 applied = stored is None or int(stored["event_time"]["N"]) < update.event_time
                 if applied:
-                    # SET semantics: listed attributes replaced, any others kept.
-                    self.latest[update.symbol] = {**(stored or {}), **update.attributes}
+                    self.latest[update.symbol] = dict(update.attributes)
             self._count(Counters.LATEST_UPDATES if applied else Counters.LATEST_STALE_SKIPPED, 1)
 
     def close(self) -> None:

@@ -524,7 +524,7 @@ def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any])
         "DynamoDbLeaseTable"
     ) | {
         ("dynamodb:BatchWriteItem", "HistoryTable"),
-        ("dynamodb:UpdateItem", "LatestTable"),
+        ("dynamodb:PutItem", "LatestTable"),
         ("s3:PutObject", f"Bucket/errors/{dynamodb_app}/*"),
     }
     assert _grants(template, "ConsumerS3TaskRole") == read_stream | lease_actions(

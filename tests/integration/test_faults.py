@@ -505,12 +505,14 @@ _DYNAMODB = (
         dynamodb=True,
     ),
 )
-# What AWS answers when it throttles or fails, per operation (UpdateItem: latest and leases).
+# What AWS answers when it throttles or fails, per operation (PutItem: latest rows and new
+# leases; UpdateItem: leases).
 FAULTS: dict[str, tuple[Fault, ...]] = {
     "Kinesis.PutRecords": _KINESIS,  # never applied: a retry would put the aggregate twice
     "Kinesis.GetRecords": _KINESIS,
     "DynamoDB.BatchWriteItem": _DYNAMODB,
     "DynamoDB.UpdateItem": _DYNAMODB,
+    "DynamoDB.PutItem": _DYNAMODB,
     "S3.PUT": (
         _s3_error(503, "SlowDown", "Please reduce your request rate."),
         _s3_error(500, "InternalError", "We encountered an internal error. Please try again."),
@@ -640,7 +642,8 @@ def test_throttling_and_server_errors_lose_nothing_and_show_as_retries(
     # The faults were real (about a fifth of the calls), and some got past botocore's retries
     # to ours, which the services' /metrics show.
     assert injector.share >= 0.15, injector.share
-    assert {pair for pair, n in injector.exhausted.items() if n} == {
+    exhausted = {pair for pair, n in injector.exhausted.items() if n}
+    always = {
         ("producer", "Kinesis.PutRecords"),
         ("dynamodb", "Kinesis.GetRecords"),
         ("dynamodb", "DynamoDB.BatchWriteItem"),
@@ -648,7 +651,10 @@ def test_throttling_and_server_errors_lose_nothing_and_show_as_retries(
         ("s3", "Kinesis.GetRecords"),
         ("s3", "S3.PUT"),
         ("s3", "DynamoDB.UpdateItem"),  # its lease table
-    }, injector.exhausted
+    }
+    # PutItem (latest rows, new leases) is rarer: three faults in a row may not happen.
+    sometimes = {("dynamodb", "DynamoDB.PutItem"), ("s3", "DynamoDB.PutItem")}
+    assert always <= exhausted <= always | sometimes, injector.exhausted
     assert scraped["producer"][Counters.PUT_RETRIES] > 0
     assert scraped["dynamodb"][Counters.DYNAMODB_CALL_RETRIES] > 0
     assert scraped["dynamodb"][Counters.GET_RECORDS_RETRIES] > 0

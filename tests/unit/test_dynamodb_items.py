@@ -99,21 +99,22 @@ def test_coalesce_tie_goes_to_the_later_record() -> None:
     assert "expires_at" not in update.attributes  # the latest table keeps no TTL
 
 
-def test_latest_request_sets_every_field_only_moving_forward() -> None:
+def test_latest_request_puts_every_field_only_moving_forward() -> None:
     (update,) = coalesce_latest([ticker()])
     request = update.to_request("latest-table")
+    assert set(request) == {
+        "TableName",
+        "Item",
+        "ConditionExpression",
+        "ExpressionAttributeValues",
+    }
     assert request["TableName"] == "latest-table"
-    assert request["Key"] == {"symbol": {"S": "BTCUSDT"}}
+    assert request["Item"]["symbol"] == {"S": "BTCUSDT"}
+    assert request["Item"]["close_price"] == {"N": "65000.12000000"}
+    assert set(request["Item"]) == set(FIELD_ORDER)  # the whole row, no TTL
     assert request["ConditionExpression"] == LATEST_CONDITION
     assert LATEST_CONDITION == "attribute_not_exists(symbol) OR event_time < :event_time"
-    values = request["ExpressionAttributeValues"]
-    assert values[":event_time"] == {"N": str(EVENT_TIME)}
-    assert values[":close_price"] == {"N": "65000.12000000"}
-    fields = set(FIELD_ORDER) - {"symbol"}  # a key attribute cannot be SET
-    assert set(values) == {f":{name}" for name in fields}
-    assert request["UpdateExpression"].startswith("SET ")
-    assignments = request["UpdateExpression"].removeprefix("SET ").split(", ")
-    assert sorted(assignments) == sorted(f"{name} = :{name}" for name in fields)
+    assert request["ExpressionAttributeValues"] == {":event_time": {"N": str(EVENT_TIME)}}
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.producer_ws
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

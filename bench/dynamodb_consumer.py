@@ -1,76 +1,72 @@
 """DynamoDB sink benchmark: DynamoDbProcessor vs the seed's per-record writes, same records.
 
-Run with `python -m bench.dynamodb_consumer` from the repository root. The embedded DynamoDB
-is moto's server in its own process, so absolute numbers measure moto and HTTP, not AWS;
-requests per record carries over to AWS as is. Each row is one function returning a Row.
+Run with `python -m bench.dynamodb_consumer` from the repository root (`--quick` for a smoke
+run). The embedded DynamoDB is moto's server in its own process, so absolute numbers measure
+moto and HTTP, not AWS; requests per record carries over to AWS as is. The full consumer runs
+in this process, so its CPU time (time.process_time, every thread) is the consumer's alone:
+records per CPU-second is its records/s per core. Each row is one function returning a Row;
+the README "Performance" rows are saved through bench.report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import machine, moto_server
+from bench.common import (
+    SYMBOLS,
+    MotoProcess,
+    Run,
+    bench_parser,
+    machine,
+    market_records,
+    moto_process,
+    per_core_text,
+    publish,
+    reset_account,
+    save_results,
+)
 from consumers.dynamodb import DynamoDbProcessorFactory, DynamoDbWriter
 from consumers.dynamodb.items import history_item, history_key, ticker_attributes
 from consumers.records import ConsumedRecord, Position
 from crypto_live.aws import AwsClients
-from crypto_live.exchange.price_walk import MarketSimulator
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import Settings, load_settings
-from producer.validation import validate_message
 from schemas.record import MiniTicker
 
-SYMBOLS = 200
-RECORDS = 20_000
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Records per row. Rows dominated by one call per record run on a prefix and report
+    per-record rates from it."""
+
+    records: int = 20_000
+    steady_sample: int = 4_000
+    naive_sample: int = 2_000
+
+
+QUICK = Sizes(records=1_000, steady_sample=200, naive_sample=100)
 # Catching up, GetRecords (Limit 10,000 aggregates) hands over thousands of records at once;
 # at the tip, 200 symbols at 1 Hz over 2 shards polled every 0.5 s gives ~50 per call.
 CATCH_UP_BATCH = 2_000
 STEADY_BATCH = 50
-# Rows dominated by one call per record run on a prefix and report per-record rates from it.
-STEADY_SAMPLE = 4_000
-NAIVE_SAMPLE = 2_000
 MAX_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One benchmark line: what ran, on how many records, how long, how many requests."""
+class Row(Run):
+    """One benchmark line: a Run and its DynamoDB requests."""
 
-    name: str
-    records: int
-    seconds: float
     requests: float
-
-    @property
-    def records_per_s(self) -> float:
-        return self.records / self.seconds
 
     @property
     def requests_per_record(self) -> float:
         return self.requests / self.records
-
-
-def market_records(count: int) -> list[MiniTicker]:
-    """Validated records from the simulated market: every symbol once per second."""
-    market = MarketSimulator(SYMBOLS, seed=7)
-    out: list[MiniTicker] = []
-    now = 1_795_000_000_000
-    while len(out) < count:
-        now += 1000
-        for payload in market.tick(now):
-            message = {"stream": f"{payload['s'].lower()}@miniTicker", "data": dict(payload)}
-            records, rejected = validate_message(json.loads(json.dumps(message)), now * 1000)
-            assert not rejected, rejected
-            out.extend(records)
-    return out[:count]
 
 
 def as_consumed(records: list[MiniTicker]) -> list[ConsumedRecord]:
@@ -83,9 +79,7 @@ def as_consumed(records: list[MiniTicker]) -> list[ConsumedRecord]:
 
 def fresh_tables(endpoint: str) -> tuple[Settings, AwsClients]:
     """An empty account with the tables provisioned, so no row sees another's items."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    reset_account(endpoint)
     settings = load_settings(aws_endpoint_url=endpoint)
     clients = AwsClients(settings)
     provision(settings, clients)
@@ -108,7 +102,8 @@ def bench_processor(endpoint: str, records: list[MiniTicker], batch: int, label:
         metrics,
         max_in_flight=MAX_IN_FLIGHT,
     )
-    processor = DynamoDbProcessorFactory(writer, settings.retention_ttl_days)("shardId-0")
+    factory = DynamoDbProcessorFactory(writer, settings.retention_ttl_days)
+    processor = factory("shardId-0")
     consumed = as_consumed(records)
 
     async def run() -> None:
@@ -118,6 +113,7 @@ def bench_processor(endpoint: str, records: list[MiniTicker], batch: int, label:
     started = time.perf_counter()
     asyncio.run(run())
     elapsed = time.perf_counter() - started
+    factory.close()  # the latest-table pump first (after its write in flight), then the writer
     writer.close()
     unique = len({history_key(history_item(r, 1)) for r in records})
     stored = count_items(clients, settings.dynamo_table_name)
@@ -127,35 +123,45 @@ def bench_processor(endpoint: str, records: list[MiniTicker], batch: int, label:
     return Row(name, len(records), elapsed, metrics.value(Counters.DYNAMODB_REQUESTS))
 
 
-def bench_consumer(endpoint: str, records: list[MiniTicker]) -> Row:
-    """The whole consumer: Kinesis (2 shards) -> engine -> DynamoDbProcessor, catching up."""
-    from bench.common import publish
+def bench_consumer(moto: MotoProcess, records: list[MiniTicker]) -> Row:
+    """The whole consumer: Kinesis (2 shards) -> engine -> DynamoDbProcessor, catching up.
+
+    The consumer runs in this process and moto in its own, so this process's CPU time over
+    the run is the consumer's (every thread: engine, writer pool, the polling loop here).
+    """
     from consumers.app import run_consumer
 
-    settings, clients = fresh_tables(endpoint)
-    publish(settings, clients, list(records))
+    settings, clients = fresh_tables(moto.endpoint)
+    publish(settings, clients, records)
     metrics = Metrics("bench-consumer")
     unique = len({history_key(history_item(r, 1)) for r in records})
 
-    async def run() -> float:
+    async def run() -> tuple[float, float, float]:
         stop = asyncio.Event()
-        started = time.perf_counter()
+        started, cpu, moto_cpu = time.perf_counter(), time.process_time(), moto.cpu_seconds()
         task = asyncio.create_task(run_consumer(settings, "dynamodb", stop, metrics))
         while metrics.value(Counters.DYNAMODB_ITEMS_WRITTEN) < unique:
             await asyncio.sleep(0.05)
             if task.done():
                 task.result()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        moto_cpu = moto.cpu_seconds() - moto_cpu
         stop.set()
         await task
-        return elapsed
+        return elapsed, cpu, moto_cpu
 
-    elapsed = asyncio.run(run())
+    elapsed, cpu, moto_cpu = asyncio.run(run())
     stored = count_items(clients, settings.dynamo_table_name)
     assert stored == unique, f"history holds {stored} items, expected {unique}"
     clients.close()
-    requests = metrics.value(Counters.DYNAMODB_REQUESTS)
-    return Row("full consumer: Kinesis -> engine -> DynamoDB", len(records), elapsed, requests)
+    return Row(
+        "full consumer: Kinesis -> engine -> DynamoDB",
+        len(records),
+        elapsed,
+        metrics.value(Counters.DYNAMODB_REQUESTS),
+        cpu_seconds=cpu,
+        moto_cpu_seconds=moto_cpu,
+    )
 
 
 def naive_update(table: str, key: tuple[str, ...], attributes: dict[str, Any]) -> dict[str, Any]:
@@ -187,33 +193,77 @@ def bench_naive(endpoint: str, records: list[MiniTicker]) -> Row:
     return Row("naive: 2 UpdateItem per record", len(records), elapsed, requests)
 
 
-def main() -> None:
-    print(f"machine: {machine()}")
-    records = market_records(RECORDS)
-    rows_to_run: list[Callable[[str], Row]] = [
-        lambda endpoint: bench_consumer(endpoint, records),
-        lambda endpoint: bench_processor(endpoint, records, CATCH_UP_BATCH, "catch-up"),
-        lambda endpoint: bench_processor(endpoint, records[:STEADY_SAMPLE], STEADY_BATCH, "tip"),
-        lambda endpoint: bench_naive(endpoint, records[:NAIVE_SAMPLE]),
-    ]
-    with moto_server() as endpoint:
-        rows = [run(endpoint) for run in rows_to_run]
-    print(
-        f"\nrecords over {SYMBOLS} symbols into embedded DynamoDB (moto server), one shard, "
-        f"max_in_flight={MAX_IN_FLIGHT}"
-    )
+def print_table(rows: Sequence[Row]) -> None:
     naive = rows[-1]
     print(
-        f"{'writer':<44}{'records':>8}{'records/s':>11}{'requests/rec':>14}"
+        f"{'writer':<44}{'records':>8}{'records/s':>11}{'rec/CPU-s':>11}{'requests/rec':>14}"
         f"{'vs naive rec/s':>16}{'fewer reqs':>12}"
     )
     for row in rows:
+        per_cpu = "" if row.records_per_cpu_s is None else f"{row.records_per_cpu_s:,.0f}"
         print(
-            f"{row.name:<44}{row.records:>8,}{row.records_per_s:>11,.0f}"
+            f"{row.name:<44}{row.records:>8,}{row.records_per_s:>11,.0f}{per_cpu:>11}"
             f"{row.requests_per_record:>14.3f}"
             f"{row.records_per_s / naive.records_per_s:>15.1f}x"
             f"{naive.requests_per_record / row.requests_per_record:>11.1f}x"
         )
+    full = rows[0]
+    if full.cpu_cores is not None and full.moto_cores is not None:
+        print(
+            f"rec/CPU-s: records per CPU-second of the consumer alone (records/s per core); "
+            f"over the full run it kept {full.cpu_cores:.2f} cores busy, "
+            f"moto's process {full.moto_cores:.2f}"
+        )
+
+
+def readme_rows(consumer: Row, tip: Row, naive: Row) -> list[tuple[str, str]]:
+    return [
+        (
+            "DynamoDB consumer, full (Kinesis -> engine -> DynamoDB), "
+            f"catching up {consumer.records:,} records",
+            f"{consumer.records_per_s:,.0f} records/s, {per_core_text(consumer)}, "
+            f"**{consumer.requests_per_record:.3f}** DynamoDB requests per record",
+        ),
+        (
+            "pre-Kinesis design: 2 UpdateItem per record",
+            f"{naive.records_per_s:,.0f} records/s, "
+            f"{naive.requests_per_record:.3f} requests per record",
+        ),
+        (
+            "DynamoDB consumer vs per-item writer",
+            f"**{consumer.records_per_s / naive.records_per_s:.1f}x** records/s, "
+            f"{naive.requests_per_record / consumer.requests_per_record:.0f}x fewer requests",
+        ),
+        (
+            f"DynamoDB sink at the tip ({STEADY_BATCH} records per batch)",
+            f"{tip.records_per_s:,.0f} records/s, {tip.requests_per_record:.3f} requests per "
+            f"record ({tip.records_per_s / naive.records_per_s:.1f}x faster than per-item)",
+        ),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = bench_parser(__doc__).parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    print(f"machine: {machine()}")
+    records = market_records(sizes.records)
+    rows_to_run: list[Callable[[MotoProcess], Row]] = [
+        lambda moto: bench_consumer(moto, records),
+        lambda moto: bench_processor(moto.endpoint, records, CATCH_UP_BATCH, "catch-up"),
+        lambda moto: bench_processor(
+            moto.endpoint, records[: sizes.steady_sample], STEADY_BATCH, "tip"
+        ),
+        lambda moto: bench_naive(moto.endpoint, records[: sizes.naive_sample]),
+    ]
+    with moto_process() as moto:
+        rows = [run(moto) for run in rows_to_run]
+    print(
+        f"\nrecords over {SYMBOLS} symbols into embedded DynamoDB (moto server): the full "
+        f"consumer reads a 2-shard stream, the sink rows one shard; max_in_flight={MAX_IN_FLIGHT}"
+    )
+    print_table(rows)
+    consumer, _, tip, naive = rows
+    save_results(args.quick, "dynamodb_consumer", readme_rows(consumer, tip, naive))
 
 
 if __name__ == "__main__":

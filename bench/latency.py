@@ -29,7 +29,8 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from bench.common import machine, moto_server, reset_account
+from bench.common import machine, moto_server, reset_account, save_results
+from bench.report import Row
 from crypto_live.aws import AwsClients
 from crypto_live.embedded import DUMMY_CREDENTIALS, _free_port
 from crypto_live.metrics import Counters, Histograms, Metrics
@@ -40,18 +41,29 @@ SINKS = ("dynamodb", "s3")
 DYNAMODB_TARGET_P99 = 1.5
 
 
+# What each sample measures, from the producer's received_at: checkpointed (the record durable
+# everywhere the sink writes it, and its position committed), its history item durable, and
+# the latest-ticker row carrying it written (DynamoDB only).
+MEASURES = {
+    Histograms.END_TO_END_SECONDS: "checkpointed",
+    Histograms.HISTORY_DURABLE_SECONDS: "history item",
+    Histograms.LATEST_AGE_SECONDS: "latest row",
+}
+
+
 class LatencyRecorder(Metrics):
-    """Metrics that also keep every end-to-end observation as (durable at, seconds)."""
+    """Metrics that also keep every latency observation as (observed at, seconds)."""
 
     def __init__(self, service: str, durable: Synchronized[int]) -> None:
         super().__init__(service)
-        self.samples: list[tuple[float, float]] = []
+        self.samples: dict[str, list[tuple[float, float]]] = {m: [] for m in MEASURES.values()}
         self._durable = durable
 
     def observe(self, name: Histograms, value: float) -> None:
         super().observe(name, value)
+        if name in MEASURES:
+            self.samples[MEASURES[name]].append((time.time(), value))
         if name == Histograms.END_TO_END_SECONDS:
-            self.samples.append((time.time(), value))
             with self._durable.get_lock():
                 self._durable.value += 1
 
@@ -92,11 +104,17 @@ class SinkResult:
 
     sink: str
     put: int  # records the producer put inside the window
-    latencies: list[float]  # seconds, of those that became durable before the drain ended
+    # per measure, seconds for the records received in the window that got there before the
+    # drain ended
+    latencies: dict[str, list[float]]
     counters: dict[str, float]
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
+    @property
+    def done(self) -> int:
+        return len(self.latencies["checkpointed"])
+
+    def percentile(self, q: float, measure: str = "checkpointed") -> float:
+        ordered = sorted(self.latencies[measure])
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
@@ -150,7 +168,7 @@ def run_pipeline(
     stop = spawn.Event()
     consumers = []
     for kind in sinks:
-        durable: Synchronized[int] = spawn.Value("q", 0)  # type: ignore[assignment]
+        durable: Synchronized[int] = spawn.Value("q", 0)
         receive, send = spawn.Pipe(duplex=False)
         process = spawn.Process(
             target=consumer_process, args=(kind, endpoint, stop, durable, send), daemon=True
@@ -191,8 +209,10 @@ def run_pipeline(
     for kind, process, _, receive in consumers:
         samples, counters = receive.recv()
         process.join(timeout=60)
-        received = [(at - seconds, seconds) for at, seconds in samples]
-        inside = [seconds for at, seconds in received if window[0] <= at < window[1]]
+        inside = {
+            measure: [sec for at, sec in observed if window[0] <= at - sec < window[1]]
+            for measure, observed in samples.items()
+        }
         results.append(SinkResult(kind, 0, inside, counters))
     put_in_window = _put_in_window(endpoint, window)
     skipped = sum(
@@ -229,28 +249,98 @@ def print_run(run: RunResult, s3_target: float) -> None:
         f"{run.produced:,} records put in all; exchange ticks skipped: {run.ticks_skipped}"
     )
     print(
-        f"{'sink':<10}{'in window':>10}{'durable':>9}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
-        f"{'max s':>8}{'target':>9}  met"
+        f"{'sink':<10}{'measure':<14}{'in window':>10}{'reached':>9}{'p50 s':>8}{'p95 s':>8}"
+        f"{'p99 s':>8}{'max s':>8}{'target':>9}  met"
     )
     for sink in run.sinks:
-        target = DYNAMODB_TARGET_P99 if sink.sink == "dynamodb" else s3_target
-        done = len(sink.latencies)
-        p99 = sink.percentile(0.99)
-        met = "yes" if done >= sink.put and p99 < target else "NO"
-        print(
-            f"{sink.sink:<10}{sink.put:>10,}{done / max(1, sink.put):>8.0%} "
-            f"{sink.percentile(0.5):>7.2f} {sink.percentile(0.95):>7.2f} {p99:>7.2f} "
-            f"{max(sink.latencies, default=float('nan')):>7.2f} {'< ' + format(target, 'g'):>8}"
-            f"  {met}"
-        )
+        for measure, seconds in sink.latencies.items():
+            if not seconds and measure != "checkpointed":
+                continue  # the S3 sink has no history table or latest rows
+            target = _target(sink.sink, measure, s3_target)
+            print(
+                f"{sink.sink:<10}{measure:<14}{sink.put:>10,}"
+                f"{len(seconds) / max(1, sink.put):>8.0%} "
+                f"{sink.percentile(0.5, measure):>7.2f} {sink.percentile(0.95, measure):>7.2f} "
+                f"{sink.percentile(0.99, measure):>7.2f} {max(seconds, default=float('nan')):>7.2f}"
+                f" {'< ' + format(target, 'g') if target else '':>8}  "
+                f"{_met(sink, measure, target)}"
+            )
         if sink.sink == "dynamodb":
             requests = sink.counters.get(Counters.DYNAMODB_REQUESTS, 0.0)
             updates = sink.counters.get(Counters.LATEST_UPDATES, 0.0)
             stale = sink.counters.get(Counters.LATEST_STALE_SKIPPED, 0.0)
+            coalesced = sink.counters.get(Counters.LATEST_COALESCED, 0.0)
             print(
-                f"{'':<10}DynamoDB: {requests:,.0f} requests ({updates + stale:,.0f} latest-table "
-                f"UpdateItem), {requests / max(1e-9, run.seconds):,.0f} requests/s"
+                f"{'':<10}DynamoDB: {requests:,.0f} requests, {requests / run.seconds:,.0f}/s; "
+                f"{updates + stale:,.0f} latest-row PutItem, {coalesced:,.0f} latest updates "
+                "coalesced while waiting"
             )
+
+
+def _target(sink: str, measure: str, s3_target: float) -> float | None:
+    if sink == "s3":
+        return s3_target
+    return DYNAMODB_TARGET_P99 if measure in ("history item", "checkpointed") else None
+
+
+def _met(sink: SinkResult, measure: str, target: float | None) -> str:
+    if target is None:
+        return ""
+    return "yes" if sink.done >= sink.put and sink.percentile(0.99, measure) < target else "NO"
+
+
+def readme_rows(main: RunResult, sweep: Sequence[RunResult], s3_target: float) -> list[Row]:
+    """The README rows: the 2,000-symbol run per sink and measure, then the sweep."""
+
+    def percentiles(sink: SinkResult, measure: str) -> str:
+        p50, p95, p99 = (sink.percentile(q, measure) for q in (0.5, 0.95, 0.99))
+        return f"p50 {p50:.2f} s, p95 {p95:.2f} s, **p99 {p99:.2f} s**"
+
+    label = f"{main.symbols:,} symbols x {main.rate:g} Hz, {main.seconds:.0f} s, defaults"
+    rows: list[Row] = []
+    for sink in main.sinks:
+        reached = f"{sink.done / max(1, sink.put):.0%} of {sink.put:,} records"
+        if sink.sink == "s3":
+            rows.append(
+                (
+                    f"end-to-end latency to S3 (object written, checkpointed), {label}",
+                    f"{percentiles(sink, 'checkpointed')} (target < {s3_target:g} s: "
+                    f"{_met(sink, 'checkpointed', s3_target)}), {reached}",
+                )
+            )
+            continue
+        target = DYNAMODB_TARGET_P99
+        rows += [
+            (
+                f"end-to-end latency to the DynamoDB history table, {label}",
+                f"{percentiles(sink, 'history item')} (target < {target:g} s: "
+                f"{_met(sink, 'history item', target)})",
+            ),
+            (
+                f"end-to-end latency to DynamoDB checkpointed (history + latest rows), {label}",
+                f"{percentiles(sink, 'checkpointed')} (target < {target:g} s: "
+                f"{_met(sink, 'checkpointed', target)}), {reached}",
+            ),
+            (
+                f"age of a latest-ticker row when written, {label}",
+                f"{percentiles(sink, 'latest row')}; "
+                f"{sink.counters.get(Counters.LATEST_UPDATES, 0.0) / main.seconds:,.0f} rows/s "
+                f"written, {sink.counters.get(Counters.LATEST_COALESCED, 0.0):,.0f} updates "
+                "coalesced while waiting",
+            ),
+        ]
+    for run in sweep:
+        (sink,) = run.sinks
+        rows.append(
+            (
+                f"DynamoDB consumer alone, {run.symbols:,} symbols x {run.rate:g} Hz, "
+                f"{run.seconds:.0f} s",
+                f"history p99 {sink.percentile(0.99, 'history item'):.2f} s, checkpointed "
+                f"p99 {sink.percentile(0.99):.2f} s, latest row p99 "
+                f"{sink.percentile(0.99, 'latest row'):.2f} s",
+            )
+        )
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -262,11 +352,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--drain", type=float, default=30.0, help="wait for the sinks after")
     parser.add_argument(
         "--sweep",
-        default="100,50,25",
+        default="1000,500,200",
         help="symbol counts for the DynamoDB-only runs ('' to skip)",
     )
     parser.add_argument("--sweep-duration", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="short smoke run, not saved")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.symbols, args.duration, args.sweep = 200, 10.0, ""
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     settings = load_settings()
@@ -289,11 +382,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             sinks=SINKS,
         )
         print_run(run, s3_target)
-        sweep = [int(n) for n in args.sweep.split(",") if n.strip()]
-        if sweep:
-            print(f"\nDynamoDB consumer alone (what moto sustains), {args.sweep_duration:g} s each")
-        for symbols in sweep:
-            print_run(
+        sweep_symbols = [int(n) for n in args.sweep.split(",") if n.strip()]
+        if sweep_symbols:
+            print(f"\nDynamoDB consumer alone, {args.sweep_duration:g} s each")
+        sweep = []
+        for symbols in sweep_symbols:
+            sweep.append(
                 run_pipeline(
                     endpoint,
                     symbols=symbols,
@@ -302,9 +396,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     warmup=args.warmup,
                     drain=args.drain,
                     sinks=("dynamodb",),
-                ),
-                s3_target,
+                )
             )
+            print_run(sweep[-1], s3_target)
+    save_results(args.quick, "latency", readme_rows(run, sweep, s3_target))
 
 
 if __name__ == "__main__":

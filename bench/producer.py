@@ -1,21 +1,19 @@
 """Producer benchmark: pure validate+encode+aggregate, and end to end into embedded Kinesis.
 
 Run with `make bench` (or `python -m bench.producer` from the repository root); it prints
-a table whose numbers go into README "Performance".
+a table and saves its README "Performance" rows (bench.report); `--quick` for a smoke run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bench.common import machine, moto_server
+from bench.common import bench_parser, frames, machine, moto_server, save_results
 from crypto_live.aws import AwsClients
 from crypto_live.dead_letters import MemoryDeadLetterStore
-from crypto_live.exchange.price_walk import MarketSimulator
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import load_settings
@@ -28,22 +26,12 @@ from producer.source import WireMessage, tolerant_json_loads
 from producer.validation import validate_message
 from schemas.codec import default_codec
 
-SYMBOLS = 200
 PURE_MESSAGES = 100_000
 E2E_RECORDS = 40_000
-
-
-def frames(count: int) -> list[str]:
-    """Combined-stream frames as Binance sends them, from the simulated market."""
-    market = MarketSimulator(SYMBOLS, seed=7)
-    out: list[str] = []
-    now = 1_795_000_000_000
-    while len(out) < count:
-        now += 1000
-        for payload in market.tick(now):
-            stream = f"{payload['s'].lower()}@miniTicker"
-            out.append(json.dumps({"stream": stream, "data": payload}, separators=(",", ":")))
-    return out[:count]
+PURE_TARGET = 50_000
+# --quick: a smoke run.
+QUICK_PURE_MESSAGES = 5_000
+QUICK_E2E_RECORDS = 2_000
 
 
 def even_map(shards: int) -> ShardMap:
@@ -63,9 +51,9 @@ def even_map(shards: int) -> ShardMap:
     )
 
 
-def bench_pure() -> float:
+def bench_pure(messages: int) -> float:
     """records/s for parse + validate + Avro encode + per-shard aggregation, one core."""
-    texts = frames(PURE_MESSAGES)
+    texts = frames(messages)
     codec = default_codec()
     aggregator = ShardAggregator(even_map(4))
     started = time.perf_counter()
@@ -91,7 +79,7 @@ class ListSource:
         await stop.wait()
 
 
-async def bench_e2e(endpoint: str, aggregate: bool) -> dict[str, float]:
+async def bench_e2e(endpoint: str, aggregate: bool, records: int) -> dict[str, float]:
     settings = load_settings(aws_endpoint_url=endpoint, kinesis_shard_count=4)
     clients = AwsClients(settings)
     provision(settings, clients)
@@ -103,7 +91,7 @@ async def bench_e2e(endpoint: str, aggregate: bool) -> dict[str, float]:
         max_in_flight=settings.max_in_flight_puts,
     )
     service = ProducerService(
-        ListSource(frames(E2E_RECORDS)),
+        ListSource(frames(records)),
         publisher,
         default_codec(),
         MemoryDeadLetterStore(),
@@ -112,7 +100,7 @@ async def bench_e2e(endpoint: str, aggregate: bool) -> dict[str, float]:
     stop = asyncio.Event()
     started = time.perf_counter()
     running = asyncio.create_task(service.run(stop))
-    while metrics.value(Counters.RECORDS_PUT) < E2E_RECORDS:
+    while metrics.value(Counters.RECORDS_PUT) < records:
         await asyncio.sleep(0.01)
         if running.done():
             running.result()
@@ -122,28 +110,60 @@ async def bench_e2e(endpoint: str, aggregate: bool) -> dict[str, float]:
     clients.kinesis.delete_stream(StreamName=settings.kinesis_stream_name)
     clients.close()
     return {
-        "records_per_s": E2E_RECORDS / elapsed,
+        "records_per_s": records / elapsed,
         "kinesis_records": metrics.value(Counters.KINESIS_RECORDS_PUT),
         "requests": metrics.value(Counters.PUT_REQUESTS),
         "bytes": metrics.value(Counters.KINESIS_BYTES_PUT),
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    args = bench_parser(__doc__).parse_args(argv)
+    messages = QUICK_PURE_MESSAGES if args.quick else PURE_MESSAGES
+    records = QUICK_E2E_RECORDS if args.quick else E2E_RECORDS
     print(f"machine: {machine()}")
-    pure = bench_pure()
-    print(f"pure validate+encode+aggregate: {pure:,.0f} records/s on one core (target >= 50,000)")
+    pure = bench_pure(messages)
+    print(
+        f"pure validate+encode+aggregate: {pure:,.0f} records/s on one core "
+        f"(target >= {PURE_TARGET:,})"
+    )
     with moto_server() as endpoint:
-        agg = asyncio.run(bench_e2e(endpoint, aggregate=True))
-        raw = asyncio.run(bench_e2e(endpoint, aggregate=False))
-    print(f"\nend to end into embedded Kinesis (moto server), {E2E_RECORDS:,} records, 4 shards")
+        agg = asyncio.run(bench_e2e(endpoint, aggregate=True, records=records))
+        raw = asyncio.run(bench_e2e(endpoint, aggregate=False, records=records))
+    print(f"\nend to end into embedded Kinesis (moto server), {records:,} records, 4 shards")
     print(f"{'mode':<14}{'records/s':>12}{'Kinesis recs':>14}{'requests':>10}{'bytes/rec':>11}")
     for name, row in (("aggregated", agg), ("unaggregated", raw)):
         print(
             f"{name:<14}{row['records_per_s']:>12,.0f}{row['kinesis_records']:>14,.0f}"
-            f"{row['requests']:>10,.0f}{row['bytes'] / E2E_RECORDS:>11,.1f}"
+            f"{row['requests']:>10,.0f}{row['bytes'] / records:>11,.1f}"
         )
-    print(f"ratio aggregated/unaggregated: {agg['records_per_s'] / raw['records_per_s']:.1f}x")
+    speedup = agg["records_per_s"] / raw["records_per_s"]
+    fewer = raw["kinesis_records"] / agg["kinesis_records"]
+    print(f"ratio aggregated/unaggregated: {speedup:.1f}x")
+    save_results(
+        args.quick,
+        "producer",
+        [
+            (
+                "producer, validate + Avro encode + per-shard aggregation (pure, one core)",
+                f"{pure:,.0f} records/s (target {PURE_TARGET:,})",
+            ),
+            (
+                "producer end to end into Kinesis, aggregated",
+                f"{agg['records_per_s']:,.0f} records/s, {agg['kinesis_records']:,.0f} Kinesis "
+                f"records and {agg['requests']:,.0f} requests for {records:,} records",
+            ),
+            (
+                "producer end to end into Kinesis, unaggregated",
+                f"{raw['records_per_s']:,.0f} records/s, {raw['kinesis_records']:,.0f} Kinesis "
+                f"records, {raw['requests']:,.0f} requests",
+            ),
+            (
+                "aggregated vs unaggregated",
+                f"**{speedup:.1f}x** records/s, {fewer:,.0f}x fewer Kinesis records",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

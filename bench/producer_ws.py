@@ -5,12 +5,12 @@ reads them; the producer runs in its own process with default settings and measu
 CPU time (time.process_time, every thread) from its first message to its last confirmed put.
 Aggregated and unaggregated run side by side, for the all-market array stream and for one
 symbol per frame; from the bytes and Kinesis records per user record follows how many shards
-the all-market stream needs at ~2,000 symbols/s. Run `python -m bench.producer_ws`.
+the all-market stream needs at ~2,000 symbols/s. Run `python -m bench.producer_ws` (it saves
+its README "Performance" rows; `--quick` for a smoke run that saves nothing).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -21,8 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from bench.common import machine, moto_server, reset_account
-from bench.producer import frames as symbol_frames
+from bench.common import (
+    bench_parser,
+    load_average,
+    machine,
+    moto_server,
+    reset_account,
+    save_results,
+)
+from bench.common import frames as symbol_frames
 from crypto_live.aws import AwsClients
 from crypto_live.embedded import DUMMY_CREDENTIALS
 from crypto_live.exchange.price_walk import MarketSimulator
@@ -36,6 +43,8 @@ ALL_MARKET_SYMBOLS = 2_000
 # Kinesis write limits per shard.
 SHARD_BYTES_PER_S = 1024 * 1024
 SHARD_RECORDS_PER_S = 1_000
+RECORDS = 40_000
+QUICK_RECORDS = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,21 +154,32 @@ async def run_one(
     )
 
 
+def shards_text(r: Result, rate: float) -> str:
+    """'**1** (9 Kinesis records/s, 400 KiB/s)': shards needed at ``rate`` and what they carry."""
+    shards, _ = r.shards_for(rate)
+    return (
+        f"**{shards}** ({rate * r.kinesis_records / r.records:,.0f} Kinesis records/s, "
+        f"{rate * r.kinesis_bytes / r.records / 1024:,.0f} KiB/s)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=40_000)
+    parser = bench_parser(__doc__)
+    parser.add_argument("--records", type=int, help=f"default {RECORDS:,}, {QUICK_RECORDS:,} quick")
     args = parser.parse_args(argv)
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    records = args.records - args.records % ALL_MARKET_SYMBOLS
+    requested = args.records or (QUICK_RECORDS if args.quick else RECORDS)
+    records = max(ALL_MARKET_SYMBOLS, requested - requested % ALL_MARKET_SYMBOLS)
     shapes = {
         f"!miniTicker@arr x{ALL_MARKET_SYMBOLS:,}": all_market_frames(records),
         "one symbol per frame": symbol_frames(records),
     }
+    load = load_average()
     print(f"machine: {machine()}")
     print(
         f"{records:,} records per run into embedded Kinesis (moto server), {SHARDS} shards, "
-        "default producer settings; producer in its own process"
+        f"default producer settings; producer in its own process; load average {load}"
     )
     with moto_server() as endpoint:
         results = [
@@ -196,6 +216,36 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{rate * r.kinesis_bytes / r.records / 1024:>7,.0f} KiB/s -> {shards} shard(s), "
             f"bound by {binding}"
         )
+    one_agg, one_raw = results[2], results[3]
+    save_results(
+        args.quick,
+        "producer_ws",
+        [
+            (
+                f"producer via websocket, `!miniTicker@arr` x{ALL_MARKET_SYMBOLS:,}, "
+                "aggregated vs unaggregated",
+                f"{agg.records_per_s:,.0f} vs {raw.records_per_s:,.0f} records/s "
+                f"(**{agg.records_per_s / raw.records_per_s:.1f}x**), "
+                f"{agg.cpu_us_per_record:.1f} vs {raw.cpu_us_per_record:.1f} µs CPU per record, "
+                f"{agg.kinesis_records / agg.records:.2g} vs "
+                f"{raw.kinesis_records / raw.records:.2g} Kinesis records per record",
+            ),
+            (
+                "producer via websocket, one symbol per frame, aggregated vs unaggregated",
+                f"{one_agg.records_per_s:,.0f} vs {one_raw.records_per_s:,.0f} records/s, "
+                f"{one_agg.cpu_us_per_record:.0f} vs {one_raw.cpu_us_per_record:.0f} µs CPU "
+                "per record",
+            ),
+            (
+                f"shards for `!miniTicker@arr` at {rate:,.0f} symbols/s",
+                f"aggregated {shards_text(agg, rate)}; unaggregated {shards_text(raw, rate)}",
+            ),
+        ],
+        note=(
+            f"The websocket producer rows ({records:,} records per run; producer CPU measured "
+            f"in its own process) were measured at a load average of {load}."
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """S3 consumer benchmark: batch cutting + JSONL + gzip + PUT through S3Processor.
 
-Run with `python -m bench.s3_consumer` from the repository root. Deaggregation and Avro decoding
-belong to the shard engine and are left out: records start as decoded ConsumedRecords. Each row
-of the table is one function returning a Row, so a "full consumer through Kinesis" row can be
-added beside them.
+Run with `python -m bench.s3_consumer` from the repository root (`--quick` for a smoke run).
+Deaggregation and Avro decoding belong to the shard engine and are left out of the first two
+rows: records start as decoded ConsumedRecords. The last row is the whole consumer through
+Kinesis; it runs in this process and moto in its own, so this process's CPU time over it is
+the consumer's alone (records per CPU-second: records/s per core). Each row of the table is
+one function returning a Row; the README "Performance" rows are saved through bench.report.
 """
 
 from __future__ import annotations
@@ -15,8 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bench.common import machine, moto_server
-from bench.producer import frames
+from bench.common import (
+    MotoProcess,
+    Run,
+    bench_parser,
+    machine,
+    market_records,
+    moto_process,
+    per_core_text,
+    publish,
+    reset_account,
+    save_results,
+)
 from consumers.records import ConsumedRecord, Position
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.processor import S3ProcessorFactory
@@ -25,29 +37,21 @@ from crypto_live.aws import AwsClients
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import load_settings
-from producer.source import WireMessage, tolerant_json_loads
-from producer.validation import validate_message
 
 RECORDS = 100_000
+QUICK_RECORDS = 5_000
 SHARDS = 4
 CHUNK = 500  # user records per GetRecords call, roughly
 USER_RECORDS_PER_KINESIS_RECORD = 20  # KPL aggregates: positions share a sequence number
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One line of the table."""
+class Row(Run):
+    """One line of the table: a Run and the objects it wrote."""
 
-    name: str
-    records: int
-    seconds: float
     objects: int
     raw_bytes: int
     gzip_bytes: int
-
-    @property
-    def records_per_s(self) -> float:
-        return self.records / self.seconds
 
     @property
     def puts_per_1k(self) -> float:
@@ -62,20 +66,16 @@ def shard_records(count: int, shards: int) -> dict[str, list[ConsumedRecord]]:
     """Simulated-market records (200 symbols/s), spread over shards as a partition key would."""
     by_shard: dict[str, list[ConsumedRecord]] = {f"shardId-{i:012d}": [] for i in range(shards)}
     shard_ids = list(by_shard)
-    for text in frames(count):
-        message = tolerant_json_loads(text)
-        assert isinstance(message, WireMessage)
-        records, _ = validate_message(message.parsed, 0)
-        for record in records:
-            shard = shard_ids[zlib.crc32(record["symbol"].encode()) % shards]
-            out = by_shard[shard]
-            n = len(out)
-            position = Position(
-                49_650_000_000_000_000_000_000 + n // USER_RECORDS_PER_KINESIS_RECORD,
-                n % USER_RECORDS_PER_KINESIS_RECORD,
-            )
-            arrival = datetime.fromtimestamp((record["event_time"] + 40) / 1000, UTC)
-            out.append(ConsumedRecord(shard, position, arrival, record["symbol"], dict(record)))
+    for record in market_records(count, received_at_us=0):
+        shard = shard_ids[zlib.crc32(record["symbol"].encode()) % shards]
+        out = by_shard[shard]
+        n = len(out)
+        position = Position(
+            49_650_000_000_000_000_000_000 + n // USER_RECORDS_PER_KINESIS_RECORD,
+            n % USER_RECORDS_PER_KINESIS_RECORD,
+        )
+        arrival = datetime.fromtimestamp((record["event_time"] + 40) / 1000, UTC)
+        out.append(ConsumedRecord(shard, position, arrival, record["symbol"], dict(record)))
     return by_shard
 
 
@@ -138,17 +138,17 @@ def row_embedded_s3(streams: dict[str, list[ConsumedRecord]], endpoint: str) -> 
     )
 
 
-def row_full_consumer(streams: dict[str, list[ConsumedRecord]], endpoint: str) -> Row:
+def row_full_consumer(streams: dict[str, list[ConsumedRecord]], moto: MotoProcess) -> Row:
     """The whole consumer: Kinesis (4 shards) -> engine -> S3Processor -> embedded S3.
 
-    Runs with MAX_BATCH_TIMEOUT 1 s and 200 ms grace so the last windows close quickly.
+    Runs with MAX_BATCH_TIMEOUT 1 s and 200 ms grace so the last windows close quickly. The
+    consumer runs in this process, so this process's CPU time over the run is the consumer's.
     """
-    from bench.common import publish, reset_account
     from consumers.app import run_consumer
 
-    reset_account(endpoint)
+    reset_account(moto.endpoint)
     settings = load_settings(
-        aws_endpoint_url=endpoint,
+        aws_endpoint_url=moto.endpoint,
         kinesis_shard_count=SHARDS,
         max_batch_timeout=1,
         batch_grace_ms=200,
@@ -160,21 +160,22 @@ def row_full_consumer(streams: dict[str, list[ConsumedRecord]], endpoint: str) -
     publish(settings, clients, records)
     metrics = Metrics("s3-consumer")
 
-    async def run() -> float:
+    async def run() -> tuple[float, float, float]:
         stop = asyncio.Event()
-        started = time.perf_counter()
+        started, cpu, moto_cpu = time.perf_counter(), time.process_time(), moto.cpu_seconds()
         task = asyncio.create_task(run_consumer(settings, "s3", stop, metrics))
         while metrics.value(Counters.S3_RECORDS_WRITTEN) < len(records):
             await asyncio.sleep(0.05)
             if task.done():
                 task.result()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        moto_cpu = moto.cpu_seconds() - moto_cpu
         stop.set()
         await task
-        return elapsed
+        return elapsed, cpu, moto_cpu
 
     try:
-        seconds = asyncio.run(run())
+        seconds, cpu, moto_cpu = asyncio.run(run())
     finally:
         clients.close()
     return Row(
@@ -184,32 +185,66 @@ def row_full_consumer(streams: dict[str, list[ConsumedRecord]], endpoint: str) -
         int(metrics.value(Counters.S3_OBJECTS_WRITTEN)),
         raw_size(streams),
         int(metrics.value(Counters.S3_BYTES_WRITTEN)),
+        cpu_seconds=cpu,
+        moto_cpu_seconds=moto_cpu,
     )
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    print(f"{'path':<26}{'records/s':>11}{'objects':>9}{'PUTs/1k':>9}{'gzip KiB':>10}{'ratio':>7}")
-    for row in rows:
-        print(
-            f"{row.name:<26}{row.records_per_s:>11,.0f}{row.objects:>9,}{row.puts_per_1k:>9.2f}"
-            f"{row.gzip_bytes / 1024:>10,.0f}{row.ratio:>6.1f}x"
-        )
-
-
-def main() -> None:
-    print(f"machine: {machine()}")
-    streams = shard_records(RECORDS, SHARDS)
     print(
-        f"{RECORDS:,} records, {SHARDS} shards in parallel, chunks of {CHUNK}, "
+        f"{'path':<26}{'records/s':>11}{'rec/CPU-s':>11}{'objects':>9}{'PUTs/1k':>9}"
+        f"{'gzip KiB':>10}{'ratio':>7}"
+    )
+    for row in rows:
+        per_cpu = "" if row.records_per_cpu_s is None else f"{row.records_per_cpu_s:,.0f}"
+        print(
+            f"{row.name:<26}{row.records_per_s:>11,.0f}{per_cpu:>11}{row.objects:>9,}"
+            f"{row.puts_per_1k:>9.2f}{row.gzip_bytes / 1024:>10,.0f}{row.ratio:>6.1f}x"
+        )
+    for row in rows:
+        if row.cpu_cores is not None and row.moto_cores is not None:
+            print(
+                f"rec/CPU-s: records per CPU-second of the consumer alone (records/s per core); "
+                f"over the {row.name} run it kept {row.cpu_cores:.2f} cores busy, "
+                f"moto's process {row.moto_cores:.2f}"
+            )
+
+
+def readme_rows(memory: Row, embedded: Row, full: Row) -> list[tuple[str, str]]:
+    return [
+        (
+            "S3 cut + JSONL + gzip (CPU only)",
+            f"{memory.records_per_s:,.0f} records/s, {memory.puts_per_1k:.2f} objects per "
+            f"1,000 records, gzip {memory.ratio:.1f}x",
+        ),
+        ("S3 sink + PUT into embedded S3", f"{embedded.records_per_s:,.0f} records/s"),
+        (
+            "S3 consumer, full (Kinesis -> engine -> S3), 1 s windows",
+            f"{full.records_per_s:,.0f} records/s, {per_core_text(full)}, "
+            f"{full.puts_per_1k:.2f} PUTs per 1,000 records, gzip {full.ratio:.1f}x",
+        ),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = bench_parser(__doc__).parse_args(argv)
+    count = QUICK_RECORDS if args.quick else RECORDS
+    print(f"machine: {machine()}")
+    streams = shard_records(count, SHARDS)
+    print(
+        f"{count:,} records, {SHARDS} shards in parallel, chunks of {CHUNK}, "
         "MAX_BATCH_SIZE 1000, MAX_BATCH_TIMEOUT 10 s, 200 symbols/s (simulated market)"
     )
-    rows: list[Callable[[str], Row]] = [
-        lambda _endpoint: row_memory(streams),
-        lambda endpoint: row_embedded_s3(streams, endpoint),
-        lambda endpoint: row_full_consumer(streams, endpoint),
+    runs: list[Callable[[MotoProcess], Row]] = [
+        lambda _moto: row_memory(streams),
+        lambda moto: row_embedded_s3(streams, moto.endpoint),
+        lambda moto: row_full_consumer(streams, moto),
     ]
-    with moto_server() as endpoint:
-        print_table([row(endpoint) for row in rows])
+    with moto_process() as moto:
+        rows = [run(moto) for run in runs]
+    print_table(rows)
+    memory, embedded, full = rows
+    save_results(args.quick, "s3_consumer", readme_rows(memory, embedded, full))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_live.embedded import DUMMY_CREDENTIALS, _free_port, wait_until_ready
+from crypto_live import embedded
+from crypto_live.embedded import DUMMY_CREDENTIALS
 from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload
 from schemas.record import MiniTicker
 
@@ -67,26 +66,11 @@ class MotoProcess:
 
 @contextlib.contextmanager
 def moto_process() -> Iterator[MotoProcess]:
-    """The embedded AWS (moto standalone server) in a separate process, as `make up` uses it."""
+    """The embedded AWS (moto's stock standalone server) in a separate process."""
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    port = _free_port("127.0.0.1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(endpoint, timeout=30)
-        yield MotoProcess(endpoint, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with embedded.moto_process() as moto:
+        yield MotoProcess(moto.endpoint, moto.pid)
 
 
 @contextlib.contextmanager
@@ -222,8 +206,4 @@ def publish(settings: Any, clients: Any, records: Iterable[Mapping[str, Any]]) -
 
 def reset_account(endpoint: str) -> None:
     """Empty the embedded AWS (moto's reset API), so rows do not see each other's data."""
-    import urllib.request
-
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    embedded.reset_moto(endpoint)

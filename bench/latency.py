@@ -289,16 +289,23 @@ def _met(sink: SinkResult, measure: str, target: float | None) -> str:
     return "yes" if sink.done >= sink.put and sink.percentile(0.99, measure) < target else "NO"
 
 
-def readme_rows(main: RunResult, sweep: Sequence[RunResult], s3_target: float) -> list[Row]:
-    """The README rows: the 2,000-symbol run per sink and measure, then the sweep."""
+def readme_rows(
+    alone: Sequence[RunResult],
+    together: RunResult | None,
+    sweep: Sequence[RunResult],
+    s3_target: float,
+) -> list[Row]:
+    """The README rows: each sink alone at full rate per measure, both sinks sharing the one
+    emulator, then the DynamoDB sweep."""
 
     def percentiles(sink: SinkResult, measure: str) -> str:
         p50, p95, p99 = (sink.percentile(q, measure) for q in (0.5, 0.95, 0.99))
         return f"p50 {p50:.2f} s, p95 {p95:.2f} s, **p99 {p99:.2f} s**"
 
-    label = f"{main.symbols:,} symbols x {main.rate:g} Hz, {main.seconds:.0f} s, defaults"
     rows: list[Row] = []
-    for sink in main.sinks:
+    for run in alone:
+        (sink,) = run.sinks
+        label = f"{run.symbols:,} symbols x {run.rate:g} Hz, {run.seconds:.0f} s, defaults"
         reached = f"{sink.done / max(1, sink.put):.0%} of {sink.put:,} records"
         if sink.sink == "s3":
             rows.append(
@@ -324,11 +331,23 @@ def readme_rows(main: RunResult, sweep: Sequence[RunResult], s3_target: float) -
             (
                 f"age of a latest-ticker row when written, {label}",
                 f"{percentiles(sink, 'latest row')}; "
-                f"{sink.counters.get(Counters.LATEST_UPDATES, 0.0) / main.seconds:,.0f} rows/s "
+                f"{sink.counters.get(Counters.LATEST_UPDATES, 0.0) / run.seconds:,.0f} rows/s "
                 f"written, {sink.counters.get(Counters.LATEST_COALESCED, 0.0):,.0f} updates "
                 "coalesced while waiting",
             ),
         ]
+    if together is not None:
+        by_sink = {sink.sink: sink for sink in together.sinks}
+        dynamodb, s3 = by_sink["dynamodb"], by_sink["s3"]
+        rows.append(
+            (
+                f"both consumers on the one embedded AWS, {together.symbols:,} symbols x "
+                f"{together.rate:g} Hz, {together.seconds:.0f} s",
+                f"DynamoDB history p99 {dynamodb.percentile(0.99, 'history item'):.2f} s, "
+                f"checkpointed p99 {dynamodb.percentile(0.99):.2f} s; "
+                f"S3 p99 {s3.percentile(0.99):.2f} s",
+            )
+        )
     for run in sweep:
         (sink,) = run.sinks
         rows.append(
@@ -356,10 +375,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="symbol counts for the DynamoDB-only runs ('' to skip)",
     )
     parser.add_argument("--sweep-duration", type=float, default=20.0)
+    parser.add_argument(
+        "--together-duration",
+        type=float,
+        default=30.0,
+        help="seconds of the run with both consumers at once (0 to skip)",
+    )
     parser.add_argument("--quick", action="store_true", help="short smoke run, not saved")
     args = parser.parse_args(argv)
     if args.quick:
-        args.symbols, args.duration, args.sweep = 200, 10.0, ""
+        args.symbols, args.duration, args.sweep, args.together_duration = 200, 10.0, "", 5.0
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     settings = load_settings()
@@ -372,34 +397,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"MAX_BATCH_SIZE {settings.max_batch_size}, BATCH_GRACE_MS {settings.batch_grace_ms}"
     )
     with moto_server() as endpoint:
-        run = run_pipeline(
-            endpoint,
-            symbols=args.symbols,
-            rate=args.rate,
-            duration=args.duration,
-            warmup=args.warmup,
-            drain=args.drain,
-            sinks=SINKS,
-        )
-        print_run(run, s3_target)
+
+        def run(symbols: int, duration: float, sinks: Sequence[str]) -> RunResult:
+            result = run_pipeline(
+                endpoint,
+                symbols=symbols,
+                rate=args.rate,
+                duration=duration,
+                warmup=args.warmup,
+                drain=args.drain,
+                sinks=sinks,
+            )
+            print_run(result, s3_target)
+            return result
+
+        # Each consumer alone with the exchange and producer, as each would meet its own AWS
+        # service; then both sharing the one emulator process (and these two cores).
+        print("\neach consumer alone")
+        alone = [run(args.symbols, args.duration, (sink,)) for sink in SINKS]
+        together = None
+        if args.together_duration > 0:
+            print("\nboth consumers at once")
+            together = run(args.symbols, args.together_duration, SINKS)
         sweep_symbols = [int(n) for n in args.sweep.split(",") if n.strip()]
         if sweep_symbols:
             print(f"\nDynamoDB consumer alone, {args.sweep_duration:g} s each")
-        sweep = []
-        for symbols in sweep_symbols:
-            sweep.append(
-                run_pipeline(
-                    endpoint,
-                    symbols=symbols,
-                    rate=args.rate,
-                    duration=args.sweep_duration,
-                    warmup=args.warmup,
-                    drain=args.drain,
-                    sinks=("dynamodb",),
-                )
-            )
-            print_run(sweep[-1], s3_target)
-    save_results(args.quick, "latency", readme_rows(run, sweep, s3_target))
+        sweep = [run(symbols, args.sweep_duration, ("dynamodb",)) for symbols in sweep_symbols]
+    save_results(args.quick, "latency", readme_rows(alone, together, sweep, s3_target))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,12 @@ def processor_factory(
             metrics,
             max_in_flight=settings.dynamodb_max_in_flight,
         )
-        dynamodb_factory = DynamoDbProcessorFactory(writer, settings.retention_ttl_days, metrics)
+        dynamodb_factory = DynamoDbProcessorFactory(
+            writer,
+            settings.retention_ttl_days,
+            metrics,
+            latest_concurrency=settings.dynamodb_max_in_flight,
+        )
 
         def close() -> None:
             dynamodb_factory.book.close()  # no new latest-table writes

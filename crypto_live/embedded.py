@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 from crypto_live.errors import ConfigError, CryptoLiveError
 
@@ -53,6 +60,47 @@ class EmbeddedAws:
         server, self._server = self._server, None
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class MotoProcess:
+    """A moto server running in its own process: where it answers, and its pid."""
+
+    endpoint: str
+    pid: int
+
+
+@contextlib.contextmanager
+def moto_process(
+    module: str = "moto.server", *, log: IO[bytes] | None = None, cwd: Path | None = None
+) -> Iterator[MotoProcess]:
+    """Run ``python -m <module> -H 127.0.0.1 -p <free port>`` (moto's server, or a module
+    wrapping it) until the block ends; output goes to ``log`` (default: discarded)."""
+    port = _free_port("127.0.0.1")
+    proc = subprocess.Popen(  # noqa: S603 - our interpreter and a module name we pass
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(endpoint, timeout=30)
+        yield MotoProcess(endpoint, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def reset_moto(endpoint: str) -> None:
+    """Forget every resource of a moto server (its reset API): an empty account again."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the emulator's URL
+        pass
 
 
 def use_dummy_credentials() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto_live.aws import AwsClients
+from crypto_live.provision import provision
 from crypto_live.settings import Settings
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import publish_records
@@ -43,10 +44,24 @@ def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
     }
 
 
+def provisioned(aws_settings: Settings, aws: AwsClients, shards: int) -> Settings:
+    """``aws_settings`` with ``shards`` Kinesis shards, and its stream, tables and bucket made."""
+    settings = aws_settings.with_overrides(kinesis_shard_count=shards)
+    provision(settings, aws)
+    return settings
+
+
 def publish(settings: Settings, clients: AwsClients, records: list[dict[str, Any]]) -> None:
     """Put records into the stream through the real producer path (Avro + KPL aggregation)."""
     writer = KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name)
     asyncio.run(publish_records(writer, records, 30))
+
+
+def published(settings: Settings, clients: AwsClients, indexes: range) -> list[dict[str, Any]]:
+    """``make_record`` of each index, put into the stream with ``publish``."""
+    records = [make_record(i) for i in indexes]
+    publish(settings, clients, records)
+    return records
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> float:
@@ -81,6 +96,11 @@ def count_items(clients: AwsClients, table: str) -> int:
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def latest_event_times(clients: AwsClients, table: str) -> dict[str, int]:
+    """The latest table as symbol -> event_time."""
+    return {i["symbol"]["S"]: int(i["event_time"]["N"]) for i in scan_all(clients, table)}
+
+
 class ServiceProcess:
     """One `crypto-live` service in its own process, logging JSON lines to a file."""
 
@@ -93,6 +113,12 @@ class ServiceProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
@@ -125,6 +151,16 @@ class ServiceProcess:
         self.proc.wait(timeout=10)
         self._log.close()
 
+    def stop(self) -> None:
+        """SIGKILL unless it ended already: it must not outlive its test."""
+        if self.proc.poll() is None:
+            self.kill()
+
+    def base_url(self) -> str:
+        """Its metrics and health server (/metrics, /healthz), on the port it logged."""
+        line = next(m for m in self.messages() if m.startswith("metrics and health on port"))
+        return f"http://127.0.0.1:{int(line.split()[5])}"
+
 
 def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {
@@ -137,3 +173,26 @@ def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def launch_consumer(settings: Settings, kind: str, log_path: Path, **extra: str) -> ServiceProcess:
+    """`crypto-live consume <kind>` with ``consumer_env(settings, **extra)``."""
+    return ServiceProcess(["consume", kind], consumer_env(settings, **extra), log_path)
+
+
+def producer_env(settings: Settings, exchange_url: str, endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
+        "BINANCE_STREAM_URL": exchange_url,
+        "BINANCE_STREAMS": "!miniTicker@arr",
+        "DEAD_LETTER_FLUSH_SECONDS": "1",
+    }
+
+
+def launch_producer(
+    settings: Settings, exchange_url: str, log_path: Path, endpoint: str | None = None
+) -> ServiceProcess:
+    """`crypto-live producer` reading ``exchange_url``, writing to ``endpoint`` (else AWS's)."""
+    env = producer_env(settings, exchange_url, endpoint or settings.aws_endpoint_url or "")
+    return ServiceProcess(["producer"], env, log_path)

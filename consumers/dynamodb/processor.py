@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
-from consumers.dynamodb.latest import LatestBook, LatestPump
+from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
 from consumers.dynamodb.writer import DynamoDbSinkWriter
 from consumers.records import ConsumedRecord, Position
 from crypto_live.metrics import Histograms, Metrics
@@ -124,12 +124,14 @@ class DynamoDbProcessorFactory:
         metrics: Metrics | None = None,
         *,
         latest_wait: float = LATEST_WAIT_SECONDS,
+        latest_concurrency: int = DEFAULT_TAKE,
     ) -> None:
         self._writer = writer
         self._retention_ttl_days = retention_ttl_days
         self._metrics = metrics
         self._latest_wait = latest_wait
-        self._pump = LatestPump(writer, metrics)
+        # One round of the pump runs its updates side by side on the writer's pool.
+        self._pump = LatestPump(writer, metrics, take=latest_concurrency)
 
     @property
     def book(self) -> LatestBook:

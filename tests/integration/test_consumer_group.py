@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 
 from crypto_live.aws import AwsClients
-from crypto_live.provision import provision
 from crypto_live.settings import Settings
 from tests.pipeline import (
     ServiceProcess,
-    consumer_env,
     count_items,
+    latest_event_times,
+    launch_consumer,
     make_record,
+    provisioned,
     publish,
+    published,
     scan_all,
     wait_until,
 )
@@ -51,10 +53,7 @@ def assert_table_equals(aws: AwsClients, settings: Settings, records: list[dict[
         assert int(item["expires_at"]["N"]) == record["event_time"] // 1000 + 86_400
         for field in DECIMALS:
             assert Decimal(item[field]["N"]) == Decimal(record[field])
-    latest = {
-        i["symbol"]["S"]: int(i["event_time"]["N"])
-        for i in scan_all(aws, settings.dynamo_latest_table_name)
-    }
+    latest = latest_event_times(aws, settings.dynamo_latest_table_name)
     newest: dict[str, int] = {}
     for record in records:
         newest[record["symbol"]] = max(newest.get(record["symbol"], 0), record["event_time"])
@@ -64,15 +63,10 @@ def assert_table_equals(aws: AwsClients, settings: Settings, records: list[dict[
 def test_three_workers_share_four_shards_exactly_once(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=4)
-    provision(settings, aws)
-    records = [make_record(i) for i in range(10_000)]
-    publish(settings, aws, records)
+    settings = provisioned(aws_settings, aws, 4)
+    records = published(settings, aws, range(10_000))
 
-    env = consumer_env(settings)
-    workers = [
-        ServiceProcess(["consume", "dynamodb"], env, tmp_path / f"worker{i}.log") for i in range(3)
-    ]
+    workers = [launch_consumer(settings, "dynamodb", tmp_path / f"worker{i}.log") for i in range(3)]
     samples: list[dict[str, str | None]] = []
     try:
         wait_until(lambda: len(owners(aws)) == 4 if _table_exists(aws) else False, 30)
@@ -104,8 +98,7 @@ def test_three_workers_share_four_shards_exactly_once(
 
 def scrape_service(service: ServiceProcess) -> tuple[dict[str, Any], str]:
     """/healthz and /metrics of a service, on the port it logged."""
-    line = next(m for m in service.messages() if m.startswith("metrics and health on port"))
-    base = f"http://127.0.0.1:{int(line.split()[5])}"
+    base = service.base_url()
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
             health = json.loads(response.read())
@@ -122,14 +115,11 @@ def _table_exists(aws: AwsClients) -> bool:
 def test_sigkilled_worker_shards_are_taken_over_from_the_checkpoint(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=4)
-    provision(settings, aws)
-    first = [make_record(i) for i in range(6_000)]
+    settings = provisioned(aws_settings, aws, 4)
+    first = published(settings, aws, range(6_000))
     later = [make_record(i) for i in range(6_000, 10_000)]
-    publish(settings, aws, first)
-    env = consumer_env(settings)
-    a = ServiceProcess(["consume", "dynamodb"], env, tmp_path / "a.log")
-    b = ServiceProcess(["consume", "dynamodb"], env, tmp_path / "b.log")
+    a = launch_consumer(settings, "dynamodb", tmp_path / "a.log")
+    b = launch_consumer(settings, "dynamodb", tmp_path / "b.log")
     try:
         wait_until(
             lambda: (

@@ -17,8 +17,9 @@ import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,14 +34,17 @@ from crypto_live.exchange.server import SimulatedExchange
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import Settings
-from tests.fault_proxy import Fault, FaultProxy
+from tests.fault_proxy import Decision, Fault, FaultProxy
 from tests.kinesis_reading import read_stream
 from tests.pipeline import (
+    BASE_MS,
     ServiceProcess,
-    consumer_env,
     count_items,
-    make_record,
-    publish,
+    latest_event_times,
+    launch_consumer,
+    launch_producer,
+    provisioned,
+    published,
     scan_all,
     wait_until,
 )
@@ -48,13 +52,13 @@ from tests.pipeline import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SEED = 20_261_123
-BASE_MS = 1_795_000_000_000
 SYMBOLS = [f"SYM{i}USDT" for i in range(16)]
 # Short S3 windows so batches close within a test (and the default 2 s grace after each).
 S3_WINDOW = {"MAX_BATCH_TIMEOUT": "2"}
 HISTORY_KEY = ("stream_type", "iso_timestamp")
 
 _T = TypeVar("_T")
+Launch = Callable[[Path], ServiceProcess]  # starts a service, logging to the given file
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -105,8 +109,9 @@ class ExchangeThread:
         )
 
 
-def payload(symbol: str, index: int) -> dict[str, Any]:
-    """A valid miniTicker payload, unique per (symbol, index)."""
+def payload(index: int, symbol: str | None = None) -> dict[str, Any]:
+    """A valid miniTicker payload, unique per (symbol, index); symbols take turns by default."""
+    symbol = symbol or SYMBOLS[index % len(SYMBOLS)]
     return {
         "e": "24hrMiniTicker",
         "E": BASE_MS + index,
@@ -184,11 +189,20 @@ def keyed(items: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[str, 
     return out
 
 
+def history_table(aws: AwsClients, table: str) -> dict[tuple[str, ...], Any]:
+    """A history table's items by their key; fails on a duplicate row."""
+    return keyed(scan_all(aws, table), HISTORY_KEY)
+
+
+def history_of(settings: Settings, records: list[dict[str, Any]]) -> dict[tuple[str, ...], Any]:
+    """What ``history_table`` must hold for ``records``: one item each, as the sink writes it."""
+    ttl = settings.retention_ttl_days
+    return {(r["stream_type"], r["iso_timestamp"]): history_item(r, ttl) for r in records}
+
+
 def scrape(service: ServiceProcess) -> dict[str, float]:
     """The service's /metrics (on the port it logged), summed over labels, by name."""
-    line = next(m for m in service.messages() if m.startswith("metrics and health on port"))
-    url = f"http://127.0.0.1:{int(line.split()[5])}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(service.base_url() + "/metrics", timeout=10) as response:
         text = response.read().decode()
     totals: dict[str, float] = defaultdict(float)
     for sample in text.splitlines():
@@ -212,18 +226,31 @@ def until(services: list[ServiceProcess], condition: Callable[[], bool], timeout
 
 def stop_all(*services: ServiceProcess | None) -> None:
     for service in services:
-        if service is not None and service.proc.poll() is None:
-            service.kill()
+        if service is not None:
+            service.stop()
 
 
-def producer_env(settings: Settings, exchange_url: str, endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
-        "BINANCE_STREAM_URL": exchange_url,
-        "BINANCE_STREAMS": "!miniTicker@arr",
-        "DEAD_LETTER_FLUSH_SECONDS": "1",
-    }
+@contextmanager
+def behind_proxies(
+    settings: Settings, exchange_url: str, decide: Callable[[str], Decision]
+) -> Iterator[dict[str, Launch]]:
+    """How to start the producer and both consumers, each with a FaultProxy of its own in front
+    of AWS, that asks ``decide(name)`` about its requests; by name, producer first."""
+    endpoint = settings.aws_endpoint_url or ""
+    with (
+        FaultProxy(endpoint, decide("producer")) as to_producer,
+        FaultProxy(endpoint, decide("dynamodb")) as to_dynamodb,
+        FaultProxy(endpoint, decide("s3")) as to_s3,
+    ):
+        yield {
+            "producer": lambda log: launch_producer(settings, exchange_url, log, to_producer.url),
+            "dynamodb": lambda log: launch_consumer(
+                settings, "dynamodb", log, AWS_ENDPOINT_URL=to_dynamodb.url
+            ),
+            "s3": lambda log: launch_consumer(
+                settings, "s3", log, AWS_ENDPOINT_URL=to_s3.url, **S3_WINDOW
+            ),
+        }
 
 
 def operation(method: str, path: str, headers: dict[str, str]) -> str:
@@ -273,8 +300,7 @@ class ChaosService:
     """One service process behind its own proxy, restarted after every kill."""
 
     name: str
-    args: list[str]
-    env: dict[str, str]
+    launch: Launch
     switch: KillSwitch
     max_writes: int  # a kill "after write k" picks k in 1..max_writes
     log_dir: Path
@@ -284,7 +310,7 @@ class ChaosService:
     def start(self) -> ServiceProcess:
         self.started_writes = self.switch.writes
         log = self.log_dir / f"{self.name}-{len(list(self.log_dir.glob(self.name + '-*')))}.log"
-        self.proc = ServiceProcess(self.args, self.env, log)
+        self.proc = self.launch(log)
         self.switch.pid = self.proc.proc.pid
         return self.proc
 
@@ -314,8 +340,7 @@ class ChaosService:
 def test_sigkill_every_service_three_rounds_matches_a_fault_free_run(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2)
-    provision(settings, aws)
+    settings = provisioned(aws_settings, aws, 2)
     clean = settings.with_overrides(
         dynamo_table_name="clean-miniticker",
         dynamo_latest_table_name="clean-ticker-latest",
@@ -331,40 +356,17 @@ def test_sigkill_every_service_three_rounds_matches_a_fault_free_run(
         ["exchange", "--port", str(port), "--symbols", "50", "--rate", "5"], {}, tmp_path / "x.log"
     )
     rng = random.Random(SEED)
-    switches = [KillSwitch("Kinesis.PutRecords"), KillSwitch("DynamoDB.BatchWriteItem")]
-    switches.append(KillSwitch("S3.PUT"))
+    switches = {
+        "producer": KillSwitch("Kinesis.PutRecords"),
+        "dynamodb": KillSwitch("DynamoDB.BatchWriteItem"),
+        "s3": KillSwitch("S3.PUT"),
+    }
+    max_writes = {"producer": 20, "dynamodb": 20, "s3": 4}
     kills: list[str] = []
-    endpoint = settings.aws_endpoint_url or ""
-    with (
-        FaultProxy(endpoint, switches[0]) as to_producer,
-        FaultProxy(endpoint, switches[1]) as to_dynamodb,
-        FaultProxy(endpoint, switches[2]) as to_s3,
-    ):
+    with behind_proxies(settings, f"ws://127.0.0.1:{port}/", switches.__getitem__) as launch:
         producer, dynamodb, s3 = services = [
-            ChaosService(
-                "producer",
-                ["producer"],
-                producer_env(settings, f"ws://127.0.0.1:{port}/", to_producer.url),
-                switches[0],
-                20,
-                tmp_path,
-            ),
-            ChaosService(
-                "dynamodb",
-                ["consume", "dynamodb"],
-                consumer_env(settings, AWS_ENDPOINT_URL=to_dynamodb.url),
-                switches[1],
-                20,
-                tmp_path,
-            ),
-            ChaosService(
-                "s3",
-                ["consume", "s3"],
-                consumer_env(settings, AWS_ENDPOINT_URL=to_s3.url, **S3_WINDOW),
-                switches[2],
-                4,
-                tmp_path,
-            ),
+            ChaosService(name, launch[name], switches[name], max_writes[name], tmp_path)
+            for name in launch
         ]
         try:
             for service in services:
@@ -403,10 +405,9 @@ def test_sigkill_every_service_three_rounds_matches_a_fault_free_run(
     consume_fault_free(clean, len(unique))
 
     # DynamoDB: every event in Kinesis exactly once, and equal to the fault-free run's tables.
-    history = keyed(scan_all(aws, settings.dynamo_table_name), HISTORY_KEY)
-    ttl = settings.retention_ttl_days
-    assert history == {(r["stream_type"], r["iso_timestamp"]): history_item(r, ttl) for r in unique}
-    assert history == keyed(scan_all(aws, clean.dynamo_table_name), HISTORY_KEY)
+    history = history_table(aws, settings.dynamo_table_name)
+    assert history == history_of(settings, unique)
+    assert history == history_table(aws, clean.dynamo_table_name)
     latest = keyed(scan_all(aws, settings.dynamo_latest_table_name), ("symbol",))
     newest: dict[str, dict[str, Any]] = {}
     for record in sorted(unique, key=lambda r: r["event_time"]):
@@ -578,34 +579,14 @@ class FaultInjector:
 def test_throttling_and_server_errors_lose_nothing_and_show_as_retries(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2)
-    provision(settings, aws)
+    settings = provisioned(aws_settings, aws, 2)
     injector = FaultInjector(random.Random(SEED))
-    endpoint = settings.aws_endpoint_url or ""
-    sent = [payload(SYMBOLS[i % len(SYMBOLS)], i) for i in range(3_000)]
+    sent = [payload(i) for i in range(3_000)]
     with (
         ExchangeThread() as exchange,
-        FaultProxy(endpoint, injector.for_service("producer")) as to_producer,
-        FaultProxy(endpoint, injector.for_service("dynamodb")) as to_dynamodb,
-        FaultProxy(endpoint, injector.for_service("s3")) as to_s3,
+        behind_proxies(settings, exchange.exchange.url, injector.for_service) as launch,
     ):
-        services = {
-            "producer": ServiceProcess(
-                ["producer"],
-                producer_env(settings, exchange.exchange.url, to_producer.url),
-                tmp_path / "producer.log",
-            ),
-            "dynamodb": ServiceProcess(
-                ["consume", "dynamodb"],
-                consumer_env(settings, AWS_ENDPOINT_URL=to_dynamodb.url),
-                tmp_path / "dynamodb.log",
-            ),
-            "s3": ServiceProcess(
-                ["consume", "s3"],
-                consumer_env(settings, AWS_ENDPOINT_URL=to_s3.url, **S3_WINDOW),
-                tmp_path / "s3.log",
-            ),
-        }
+        services = {name: run(tmp_path / f"{name}.log") for name, run in launch.items()}
         processes = list(services.values())
         try:
             exchange.wait_for_connections(1)
@@ -628,15 +609,8 @@ def test_throttling_and_server_errors_lose_nothing_and_show_as_retries(
     # Exactly the records sent, once each, in Kinesis, DynamoDB and S3.
     records = stream_records(aws, settings)
     assert sorted(map(comparable, records)) == sorted(map(as_record, sent))
-    history = keyed(scan_all(aws, settings.dynamo_table_name), HISTORY_KEY)
-    ttl = settings.retention_ttl_days
-    assert history == {
-        (r["stream_type"], r["iso_timestamp"]): history_item(r, ttl) for r in records
-    }
-    latest = {
-        i["symbol"]["S"]: int(i["event_time"]["N"])
-        for i in scan_all(aws, settings.dynamo_latest_table_name)
-    }
+    assert history_table(aws, settings.dynamo_table_name) == history_of(settings, records)
+    latest = latest_event_times(aws, settings.dynamo_latest_table_name)
     assert latest == {s: max(d["E"] for d in sent if d["s"] == s) for s in SYMBOLS}
     assert sorted(map(exact, s3_rows(aws, settings))) == sorted(map(exact, records))
     # The faults were real (about a fifth of the calls), and some got past botocore's retries
@@ -666,10 +640,8 @@ def test_throttling_and_server_errors_lose_nothing_and_show_as_retries(
 def test_sigterm_while_dynamodb_crawls_exits_promptly_and_loses_nothing(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2)
-    provision(settings, aws)
-    records = [make_record(i) for i in range(6_000)]
-    publish(settings, aws, records)
+    settings = provisioned(aws_settings, aws, 2)
+    records = published(settings, aws, range(6_000))
 
     def crawl(method: str, path: str, headers: dict[str, str]) -> Any:
         # Every BatchWriteItem answers 0.2 s late: a GetRecords batch takes minutes to write.
@@ -677,30 +649,23 @@ def test_sigterm_while_dynamodb_crawls_exits_promptly_and_loses_nothing(
         return (lambda: time.sleep(0.2)) if slow else None
 
     slow_env = {"DYNAMODB_MAX_IN_FLIGHT": "1", "SHUTDOWN_TIMEOUT_SECONDS": "1"}
-    with FaultProxy(settings.aws_endpoint_url or "", crawl) as proxy:
-        env = consumer_env(settings, AWS_ENDPOINT_URL=proxy.url, **slow_env)
-        first = ServiceProcess(["consume", "dynamodb"], env, tmp_path / "first.log")
-        try:
-            until([first], lambda: count_items(aws, settings.dynamo_table_name) >= 100, 60)
-            started = time.monotonic()
-            code = first.terminate(timeout=30)  # mid-batch, with requests still queued
-            stopped_in = time.monotonic() - started
-        finally:
-            stop_all(first)
+    with (
+        FaultProxy(settings.aws_endpoint_url or "", crawl) as proxy,
+        launch_consumer(
+            settings, "dynamodb", tmp_path / "first.log", AWS_ENDPOINT_URL=proxy.url, **slow_env
+        ) as first,
+    ):
+        until([first], lambda: count_items(aws, settings.dynamo_table_name) >= 100, 60)
+        started = time.monotonic()
+        code = first.terminate(timeout=30)  # mid-batch, with requests still queued
+        stopped_in = time.monotonic() - started
     assert code == 0 and stopped_in < 10, stopped_in
     assert count_items(aws, settings.dynamo_table_name) < len(records)
 
-    second = ServiceProcess(["consume", "dynamodb"], consumer_env(settings), tmp_path / "2.log")
-    try:
+    with launch_consumer(settings, "dynamodb", tmp_path / "2.log") as second:
         until([second], lambda: count_items(aws, settings.dynamo_table_name) >= 6_000, 90)
         assert second.terminate() == 0
-    finally:
-        stop_all(second)
-    history = keyed(scan_all(aws, settings.dynamo_table_name), HISTORY_KEY)
-    ttl = settings.retention_ttl_days
-    assert history == {
-        (r["stream_type"], r["iso_timestamp"]): history_item(r, ttl) for r in records
-    }
+    assert history_table(aws, settings.dynamo_table_name) == history_of(settings, records)
 
 
 # -- 3. bad input through the websocket --------------------------------------------------------
@@ -718,7 +683,7 @@ class Bad:
 def bad_message(kind: int, index: int) -> Bad:
     """Fourteen kinds of bad input, each unique per ``index``."""
     symbol = SYMBOLS[index % len(SYMBOLS)]
-    data = payload(symbol, index)
+    data = payload(index, symbol)
 
     def framed(value: Any, reason: str, stream: str = f"{symbol.lower()}@miniTicker") -> Bad:
         text = envelope(value, stream)
@@ -763,8 +728,7 @@ def bad_message(kind: int, index: int) -> Bad:
 def test_bad_input_is_dead_lettered_and_a_burst_of_100k_keeps_memory_bounded(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2)
-    provision(settings, aws)
+    settings = provisioned(aws_settings, aws, 2)
     good: list[dict[str, Any]] = []
     bad: list[Bad] = []
 
@@ -775,16 +739,16 @@ def test_bad_input_is_dead_lettered_and_a_burst_of_100k_keeps_memory_bounded(
                 bad.append(bad_message(index // bad_every, index))
                 frames.append(bad[-1].frame)
             else:
-                good.append(payload(SYMBOLS[index % len(SYMBOLS)], index))
+                good.append(payload(index))
                 frames.append(envelope(good[-1]))
         return frames
 
     # Phase A: every kind of bad input between good messages, 900 KiB frames (under
     # websockets' 1 MiB limit) of a huge decimal and of junk, and a mixed all-market array.
     phase_a = script(range(280), 2)
-    huge = envelope({**payload(SYMBOLS[0], 1_000), "c": "1" * 900 * 1024})
+    huge = envelope({**payload(1_000, SYMBOLS[0]), "c": "1" * 900 * 1024})
     junk = "x" * 900 * 1024
-    mixed = [payload(SYMBOLS[1], 1_001), {**payload(SYMBOLS[2], 1_002), "o": 7}, 42]
+    mixed = [payload(1_001, SYMBOLS[1]), {**payload(1_002, SYMBOLS[2]), "o": 7}, 42]
     phase_a += [huge, junk, envelope(mixed, "!miniTicker@arr")]
     good.append(mixed[0])
     bad += [
@@ -796,33 +760,28 @@ def test_bad_input_is_dead_lettered_and_a_burst_of_100k_keeps_memory_bounded(
     # Phase C: a burst of 100,000 messages, one in ten bad.
     burst = script(range(10_000, 110_000), 10)
 
-    with ExchangeThread() as exchange:
-        producer = ServiceProcess(
-            ["producer"],
-            producer_env(settings, exchange.exchange.url, settings.aws_endpoint_url or ""),
-            tmp_path / "producer.log",
-        )
-        try:
-            with RssSampler(producer.proc.pid) as rss:
-                exchange.wait_for_connections(1)
-                exchange.send(phase_a)
-                # Phase B: a 2 MiB frame is over websockets' max_size (1 MiB): the client fails
-                # the connection (1009) without reading it, so it cannot be a dead letter; the
-                # producer logs it, reconnects and goes on. Frames still buffered in the client
-                # then go down with the connection (as in any drop): phase A is read first.
-                received = Counters.MESSAGES_RECEIVED
-                until([producer], lambda: scrape(producer)[received] >= len(phase_a), 60)
-                exchange.send(["[" + "7," * (1024 * 1024) + "7]"])
-                exchange.wait_for_connections(2)
-                started = time.monotonic()
-                exchange.send(burst)
-                until([producer], lambda: scrape(producer)[Counters.RECORDS_PUT] >= len(good), 120)
-                burst_seconds = time.monotonic() - started
-                until([producer], lambda: scrape(producer)[Counters.DEAD_LETTERS] >= len(bad), 60)
-                scraped = scrape(producer)
-            code = producer.terminate()
-        finally:
-            stop_all(producer)
+    with (
+        ExchangeThread() as exchange,
+        launch_producer(settings, exchange.exchange.url, tmp_path / "producer.log") as producer,
+    ):
+        with RssSampler(producer.proc.pid) as rss:
+            exchange.wait_for_connections(1)
+            exchange.send(phase_a)
+            # Phase B: a 2 MiB frame is over websockets' max_size (1 MiB): the client fails
+            # the connection (1009) without reading it, so it cannot be a dead letter; the
+            # producer logs it, reconnects and goes on. Frames still buffered in the client
+            # then go down with the connection (as in any drop): phase A is read first.
+            received = Counters.MESSAGES_RECEIVED
+            until([producer], lambda: scrape(producer)[received] >= len(phase_a), 60)
+            exchange.send(["[" + "7," * (1024 * 1024) + "7]"])
+            exchange.wait_for_connections(2)
+            started = time.monotonic()
+            exchange.send(burst)
+            until([producer], lambda: scrape(producer)[Counters.RECORDS_PUT] >= len(good), 120)
+            burst_seconds = time.monotonic() - started
+            until([producer], lambda: scrape(producer)[Counters.DEAD_LETTERS] >= len(bad), 60)
+            scraped = scrape(producer)
+        code = producer.terminate()
 
     print(
         f"\nburst of 100,000 messages: in Kinesis after {burst_seconds:.1f} s, producer peak "
@@ -880,13 +839,9 @@ class RssSampler:
 def test_dropped_websocket_reconnects_and_continues(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2)
-    provision(settings, aws)
-    before = [payload(SYMBOLS[i % len(SYMBOLS)], i) for i in range(500)]
-    batches = [
-        [payload(SYMBOLS[i % len(SYMBOLS)], i) for i in range(start, start + 20)]
-        for start in range(1_000, 5_000, 20)
-    ]
+    settings = provisioned(aws_settings, aws, 2)
+    before = [payload(i) for i in range(500)]
+    batches = [[payload(i) for i in range(start, start + 20)] for start in range(1_000, 5_000, 20)]
     connections_at_send: list[int] = []
 
     async def feed(exchange: SimulatedExchange) -> None:
@@ -895,42 +850,36 @@ def test_dropped_websocket_reconnects_and_continues(
             await exchange.send_script([envelope(data) for data in batch])
             await asyncio.sleep(0.02)
 
-    with ExchangeThread() as exchange:
-        producer = ServiceProcess(
-            ["producer"],
-            producer_env(settings, exchange.exchange.url, settings.aws_endpoint_url or ""),
-            tmp_path / "producer.log",
+    with (
+        ExchangeThread() as exchange,
+        launch_producer(settings, exchange.exchange.url, tmp_path / "producer.log") as producer,
+    ):
+        exchange.wait_for_connections(1)
+        exchange.send([envelope(data) for data in before])
+        until([producer], lambda: scrape(producer)[Counters.RECORDS_PUT] >= 500, 30)
+        feeding = exchange.spawn(feed(exchange.exchange))
+        time.sleep(0.7)
+        exchange.call(exchange.exchange.drop_connections())  # mid-stream, no close frame
+        exchange.wait_for_connections(2)
+        feeding.result(timeout=60)
+        # Whatever was sent once the producer had reconnected must arrive.
+        after = [
+            data
+            for batch, connections in zip(batches, connections_at_send, strict=True)
+            if connections >= 2
+            for data in batch
+        ]
+        assert len(after) >= 400, "too little was sent after the reconnection"
+        wanted = {(data["s"], data["E"]) for data in before + after}
+        until(
+            [producer],
+            lambda: (
+                wanted <= {(r["symbol"], r["event_time"]) for r in stream_records(aws, settings)}
+            ),
+            30,
         )
-        try:
-            exchange.wait_for_connections(1)
-            exchange.send([envelope(data) for data in before])
-            until([producer], lambda: scrape(producer)[Counters.RECORDS_PUT] >= 500, 30)
-            feeding = exchange.spawn(feed(exchange.exchange))
-            time.sleep(0.7)
-            exchange.call(exchange.exchange.drop_connections())  # mid-stream, no close frame
-            exchange.wait_for_connections(2)
-            feeding.result(timeout=60)
-            # Whatever was sent once the producer had reconnected must arrive.
-            after = [
-                data
-                for batch, connections in zip(batches, connections_at_send, strict=True)
-                if connections >= 2
-                for data in batch
-            ]
-            assert len(after) >= 400, "too little was sent after the reconnection"
-            wanted = {(data["s"], data["E"]) for data in before + after}
-            until(
-                [producer],
-                lambda: (
-                    wanted
-                    <= {(r["symbol"], r["event_time"]) for r in stream_records(aws, settings)}
-                ),
-                30,
-            )
-            scraped = scrape(producer)
-            code = producer.terminate()
-        finally:
-            stop_all(producer)
+        scraped = scrape(producer)
+        code = producer.terminate()
 
     assert code == 0
     assert scraped[Counters.RECONNECTS] == 1

@@ -77,6 +77,7 @@ def processor_factory(
             settings.retention_ttl_days,
             metrics,
             latest_concurrency=settings.dynamodb_max_in_flight,
+            latest_wait=settings.idle_time_between_reads_ms / 1000,
         )
 
         def close() -> None:

@@ -17,10 +17,12 @@ from crypto_live.metrics import Histograms, Metrics
 
 log = logging.getLogger(__name__)
 
-# How long process() waits for its batch's latest rows before reading on: long enough for a
-# pump that keeps up (so the checkpoint follows at once), short enough that a latest table
-# falling behind never holds up the history table.
-LATEST_WAIT_SECONDS: Final = 0.25
+# process()'s time budget per batch, history write included, before it returns (the engine's
+# pause between reads, IDLE_TIME_BETWEEN_READS_MS, by default): what is left after the history
+# write is spent waiting for the batch's latest rows, so a pump that keeps up lets the
+# checkpoint follow in the same cycle, while a latest table falling behind costs the reads
+# nothing they would not have slept anyway.
+LATEST_WAIT_SECONDS: Final = 0.5
 # At SIGTERM: how long to let waiting latest rows finish; the rest is re-read by the next owner.
 SHUTDOWN_WAIT_SECONDS: Final = 2.0
 
@@ -54,6 +56,7 @@ class DynamoDbProcessor:
         """Write the batch's history durably, queue its latest updates; returns what is safe."""
         if not records:
             return self._safe()
+        deadline = time.monotonic() + self._latest_wait
         items = dedupe_history(
             history_item(consumed.record, self._retention_ttl_days) for consumed in records
         )
@@ -65,7 +68,10 @@ class DynamoDbProcessor:
         self._ends.append((self._batch, records[-1].position))
         self._book.offer(self._shard_id, self._batch, updates)
         await asyncio.to_thread(
-            self._book.wait_clear, self._shard_id, self._batch, self._latest_wait
+            self._book.wait_clear,
+            self._shard_id,
+            self._batch,
+            max(0.0, deadline - time.monotonic()),
         )
         log.debug(
             "wrote %d records as %d items, queued %d latest updates",

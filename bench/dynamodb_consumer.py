@@ -31,7 +31,14 @@ from bench.common import (
     save_results,
 )
 from consumers.dynamodb import DynamoDbProcessorFactory, DynamoDbWriter
-from consumers.dynamodb.items import history_item, history_key, ticker_attributes
+from consumers.dynamodb.items import (
+    MAX_BATCH_WRITE_ITEMS,
+    coalesce_latest,
+    dedupe_history,
+    history_item,
+    history_key,
+    ticker_attributes,
+)
 from consumers.records import ConsumedRecord, Position
 from crypto_live.aws import AwsClients
 from crypto_live.metrics import Counters, Metrics
@@ -193,6 +200,43 @@ def bench_naive(endpoint: str, records: list[MiniTicker]) -> Row:
     return Row("naive: 2 UpdateItem per record", len(records), elapsed, requests)
 
 
+def moto_cost_per_call(
+    moto: MotoProcess, records: list[MiniTicker], calls: int
+) -> dict[str, float]:
+    """moto's server CPU ms per call of each kind the sink makes (one at a time, so the CPU
+    moto burns in that window is the calls'): what bounds the rates on the embedded AWS."""
+    settings, clients = fresh_tables(moto.endpoint)
+    items = dedupe_history(history_item(r, settings.retention_ttl_days) for r in records)
+    updates = coalesce_latest(records)
+    latest, history = settings.dynamo_latest_table_name, settings.dynamo_table_name
+    calls = min(calls, len(updates), len(items) // MAX_BATCH_WRITE_ITEMS)
+    kinds: dict[str, Callable[[int], object]] = {
+        "BatchWriteItem (25 puts)": lambda i: clients.dynamodb.batch_write_item(
+            RequestItems={
+                history: [
+                    {"PutRequest": {"Item": item}}
+                    for item in items[i * MAX_BATCH_WRITE_ITEMS : (i + 1) * MAX_BATCH_WRITE_ITEMS]
+                ]
+            }
+        ),
+        "conditional PutItem (latest row)": lambda i: clients.dynamodb.put_item(
+            **updates[i].to_request(latest)
+        ),
+        "UpdateItem SET of every field": lambda i: clients.dynamodb.update_item(
+            **naive_update(latest, ("symbol",), updates[i].attributes)
+        ),
+    }
+    costs = {}
+    for name, call in kinds.items():
+        before = moto.cpu_seconds()
+        for i in range(calls):
+            call(i)
+        costs[name] = (moto.cpu_seconds() - before) / calls * 1000
+        print(f"moto server CPU per {name}: {costs[name]:.1f} ms")
+    clients.close()
+    return costs
+
+
 def print_table(rows: Sequence[Row]) -> None:
     naive = rows[-1]
     print(
@@ -216,8 +260,14 @@ def print_table(rows: Sequence[Row]) -> None:
         )
 
 
-def readme_rows(consumer: Row, tip: Row, naive: Row) -> list[tuple[str, str]]:
+def readme_rows(
+    consumer: Row, tip: Row, naive: Row, costs: dict[str, float]
+) -> list[tuple[str, str]]:
     return [
+        (
+            "embedded AWS (moto) server CPU per DynamoDB call",
+            ", ".join(f"{name} {ms:.1f} ms" for name, ms in costs.items()),
+        ),
         (
             "DynamoDB consumer, full (Kinesis -> engine -> DynamoDB), "
             f"catching up {consumer.records:,} records",
@@ -257,13 +307,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     with moto_process() as moto:
         rows = [run(moto) for run in rows_to_run]
+        costs = moto_cost_per_call(moto, records, sizes.steady_sample)
     print(
         f"\nrecords over {SYMBOLS} symbols into embedded DynamoDB (moto server): the full "
         f"consumer reads a 2-shard stream, the sink rows one shard; max_in_flight={MAX_IN_FLIGHT}"
     )
     print_table(rows)
     consumer, _, tip, naive = rows
-    save_results(args.quick, "dynamodb_consumer", readme_rows(consumer, tip, naive))
+    save_results(args.quick, "dynamodb_consumer", readme_rows(consumer, tip, naive, costs))
 
 
 if __name__ == "__main__":

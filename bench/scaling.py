@@ -209,6 +209,10 @@ def spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
     return low if low == high else f"{low} to {high}"
 
 
+CORES = os.cpu_count() or 1
+BUSY_SHARE = 0.85  # workers and moto together using this share of the cores: CPU-bound
+
+
 def note(by_sink: dict[str, list[Row]], flat: dict[str, bool], load: str) -> str:
     """What the numbers show, in words: flat or not, who was busy, whether leases spread."""
     percent, cores = "{:+.0%}".format, "{:.2f}".format
@@ -231,10 +235,18 @@ def note(by_sink: dict[str, list[Row]], flat: dict[str, bool], load: str) -> str
             f" (in {unbalanced} multi-worker run(s) one worker still held every shard when the "
             "backlog was drained)"
         )
-    if changes and all(flat.values()):
-        if min(r.moto_cores for r in all_rows) >= MOTO_SATURATED_CORES:
-            return text + ": scaling is flat because moto, not the consumers, is the bottleneck."
-        return text + ": scaling is flat, with moto not saturated in every run."
+    reasons = []
+    for sink, rows in by_sink.items():
+        if len(rows) < 2 or not flat[sink]:
+            continue
+        if min(r.moto_cores for r in rows) >= MOTO_SATURATED_CORES:
+            reasons.append(f"{SINK_NAMES[sink]} is bound by moto's one busy core")
+        elif max(r.moto_cores + r.worker_cores for r in rows) >= BUSY_SHARE * CORES:
+            reasons.append(f"{SINK_NAMES[sink]} by the machine's {CORES} busy cores")
+        else:
+            reasons.append(f"{SINK_NAMES[sink]} by neither moto nor the CPU alone")
+    if reasons:
+        return text + ". Flat: " + "; ".join(reasons) + "."
     return text + "."
 
 

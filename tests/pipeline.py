@@ -44,6 +44,26 @@ def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
     }
 
 
+def ticker(symbol: str, event_time: int, price: str) -> dict[str, Any]:
+    """A valid record of one symbol at ``event_time`` (epoch ms) closing at ``price``."""
+    seconds, millis = divmod(event_time, 1000)
+    return {
+        "event_type": "24hrMiniTicker",
+        "event_time": event_time,
+        "stream_type": f"{symbol.lower()}@miniTicker",
+        "symbol": symbol,
+        "close_price": price,
+        "open_price": "100.00000000",
+        "high_price": "120.00000000",
+        "low_price": "90.00000000",
+        "base_volume": "12345.67800000",
+        "quote_volume": "1234567.80000000",
+        "iso_timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        + f".{millis:03d}Z",
+        "received_at": event_time * 1000,
+    }
+
+
 def provisioned(aws_settings: Settings, aws: AwsClients, shards: int) -> Settings:
     """``aws_settings`` with ``shards`` Kinesis shards, and its stream, tables and bucket made."""
     settings = aws_settings.with_overrides(kinesis_shard_count=shards)

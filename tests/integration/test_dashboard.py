@@ -40,6 +40,7 @@ from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import Settings
 from producer.app import run_producer
+from tests.pipeline import ticker
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -95,23 +96,6 @@ def get_json(url: str) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
-
-
-def ticker(symbol: str, event_time: int, price: str) -> dict[str, Any]:
-    return {
-        "event_type": "24hrMiniTicker",
-        "event_time": event_time,
-        "stream_type": f"{symbol.lower()}@miniTicker",
-        "symbol": symbol,
-        "close_price": price,
-        "open_price": "100.00000000",
-        "high_price": "120.00000000",
-        "low_price": "90.00000000",
-        "base_volume": "12345.67800000",
-        "quote_volume": "1234567.80000000",
-        "iso_timestamp": iso_ms(event_time),
-        "received_at": event_time * 1000,
-    }
 
 
 @pytest.mark.integration

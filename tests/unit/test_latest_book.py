@@ -17,30 +17,14 @@ from consumers.dynamodb.processor import DynamoDbProcessorFactory
 from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, MemoryDynamoDbWriter
 from consumers.records import ConsumedRecord, Position
 from crypto_live.metrics import Counters, Gauges, Metrics
+from tests.pipeline import ticker
 
 SHARD_A, SHARD_B = "shardId-000000000000", "shardId-000000000001"
 START_MS = 1_795_000_000_000
 
 
-def record(symbol: str, event_time: int, price: str = "1.00000000") -> dict[str, Any]:
-    return {
-        "event_type": "24hrMiniTicker",
-        "event_time": event_time,
-        "stream_type": f"{symbol.lower()}@miniTicker",
-        "symbol": symbol,
-        "close_price": price,
-        "open_price": price,
-        "high_price": price,
-        "low_price": price,
-        "base_volume": "10.00000000",
-        "quote_volume": "10.00000000",
-        "iso_timestamp": datetime.fromtimestamp(event_time / 1000, UTC).isoformat(),
-        "received_at": event_time * 1000,
-    }
-
-
 def update(symbol: str, event_time: int) -> LatestUpdate:
-    return LatestUpdate(symbol, event_time, ticker_attributes(record(symbol, event_time)))
+    return LatestUpdate(symbol, event_time, ticker_attributes(ticker(symbol, event_time, "1.0")))
 
 
 # -- the book alone ---------------------------------------------------------------------------
@@ -166,7 +150,7 @@ def market(count: int, symbols: int, seed: int) -> list[dict[str, Any]]:
     for i in range(count):
         # Mostly increasing event times per symbol, with some late (older) events mixed in.
         event_time = START_MS + i * 10 - (rng.randrange(500) if rng.random() < 0.2 else 0)
-        out.append(record(f"S{rng.randrange(symbols)}USDT", event_time, f"{i}.00000000"))
+        out.append(ticker(f"S{rng.randrange(symbols)}USDT", event_time, f"{i}.00000000"))
     return out
 
 

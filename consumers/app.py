@@ -49,12 +49,18 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
+def _nothing_left() -> None:
+    """A sink whose processors return only when everything given is durable."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sink:
-    """A consumer group's processor factory and how to close its writer."""
+    """A consumer group's processor factory, how to close its writer, and how to finish its
+    background writes (the live group leaves them to the next owner; a replay has none)."""
 
     processors: ProcessorFactory
     close: Callable[[], None]
+    drain: Callable[[], None] = _nothing_left
 
 
 def processor_factory(
@@ -85,7 +91,7 @@ def processor_factory(
             writer.close()  # ends the one in flight at once
             dynamodb_factory.close()
 
-        return Sink(dynamodb_factory, close)
+        return Sink(dynamodb_factory, close, dynamodb_factory.drain)
     from consumers.s3.processor import S3ProcessorFactory
     from consumers.s3.writer import S3BatchWriter
 

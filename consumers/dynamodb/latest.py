@@ -98,6 +98,14 @@ class LatestBook:
                 self._cond.wait(remaining)
             return True
 
+    def wait_empty(self) -> None:
+        """Wait until nothing is waiting or being written, for any shard."""
+        with self._cond:
+            while self._blocking:
+                self._raise_if_failed()
+                self._cond.wait()
+            self._raise_if_failed()
+
     def drop(self, shard_id: str) -> int:
         """Forget the shard's waiting updates (its lease was lost: the next owner re-reads them
         from the checkpoint, which they block); returns how many."""

@@ -153,6 +153,10 @@ class DynamoDbProcessorFactory:
             latest_wait=self._latest_wait,
         )
 
+    def drain(self) -> None:
+        """Wait until every queued latest update is written (raises the pump's error)."""
+        self._pump.book.wait_empty()
+
     def close(self) -> None:
         """Stop the pump after the write in flight (close the writer between ``book.close()``
         and this to cut that write short); waiting updates stay un-checkpointed."""

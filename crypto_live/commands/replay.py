@@ -114,6 +114,7 @@ def _stream(settings: Settings, args: argparse.Namespace) -> int:
                 )
             )
             progress.update(task, completed=replayed, total=max(replayed, estimate))
+        sink.drain()  # no later owner will write what is still queued
     finally:
         sink.close()
         clients.close()

@@ -235,3 +235,22 @@ def test_a_crash_anywhere_then_rereading_from_the_checkpoint_ends_exactly_right(
     assert len(writer.history) == len(
         {(r.record["stream_type"], r.record["iso_timestamp"]) for r in records}
     )
+
+
+def test_drain_waits_for_every_queued_update_and_reports_a_failure() -> None:
+    writer = GatedWriter()
+    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=0.001)
+    records = consumed(market(200, symbols=10, seed=3))
+    try:
+        asyncio.run(factory(SHARD_A).process(records))
+        assert writer.latest == {}  # a replay that stopped here would leave them unwritten
+        threading.Timer(0.05, writer.permits.release, [100]).start()
+        factory.drain()
+        assert stored_latest(writer) == expected_latest([r.record for r in records])
+        writer.permits = threading.Semaphore(0)  # the latest table stops answering
+        asyncio.run(factory(SHARD_B).process(consumed(market(50, symbols=5, seed=4), 1000)))
+        writer.crash()
+        with pytest.raises(DynamoDbRetriesExhaustedError, match="crashed"):
+            factory.drain()
+    finally:
+        factory.close()

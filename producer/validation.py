@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-from schemas.record import MiniTicker
+from schemas.record import MiniTicker, iso_timestamp
 
 EVENT_TYPE: Final = "24hrMiniTicker"
 ARRAY_STREAM: Final = "!miniTicker@arr"
@@ -156,7 +154,6 @@ def _validate_payload(
         stream_type = _stream_type_cache.get(symbol)
         if stream_type is None:
             stream_type = _remember(_stream_type_cache, symbol, symbol.lower() + STREAM_SUFFIX)
-    seconds, millis = divmod(event_time, 1000)
     return {
         "event_type": EVENT_TYPE,
         "event_time": event_time,
@@ -168,7 +165,7 @@ def _validate_payload(
         "low_price": low,
         "base_volume": v,
         "quote_volume": q,
-        "iso_timestamp": f"{_second_prefix(seconds)}.{millis:03d}Z",
+        "iso_timestamp": iso_timestamp(event_time),
         "received_at": received_at_us,
     }
 
@@ -216,12 +213,6 @@ def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:
         cache.clear()
     cache[key] = value
     return value
-
-
-@lru_cache(maxsize=_CACHE_LIMIT)
-def _second_prefix(epoch_seconds: int) -> str:
-    """Format 'YYYY-MM-DDTHH:MM:SS' (UTC) once per second instead of once per record."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))
 
 
 def _dump(value: object) -> bytes:

@@ -18,6 +18,7 @@ from crypto_live.provision import provision
 from crypto_live.settings import Settings
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import publish_records
+from schemas.record import iso_timestamp
 
 BASE_MS = 1_795_000_000_000
 
@@ -26,8 +27,7 @@ def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
     """A valid record with a unique (stream_type, iso_timestamp) key per index."""
     symbol = f"SYM{index % symbols}USDT"
     event_time = BASE_MS + index
-    seconds, millis = divmod(event_time, 1000)
-    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    iso = iso_timestamp(event_time)
     return {
         "event_type": "24hrMiniTicker",
         "event_time": event_time,
@@ -46,7 +46,6 @@ def make_record(index: int, symbols: int = 16) -> dict[str, Any]:
 
 def ticker(symbol: str, event_time: int, price: str) -> dict[str, Any]:
     """A valid record of one symbol at ``event_time`` (epoch ms) closing at ``price``."""
-    seconds, millis = divmod(event_time, 1000)
     return {
         "event_type": "24hrMiniTicker",
         "event_time": event_time,
@@ -58,8 +57,7 @@ def ticker(symbol: str, event_time: int, price: str) -> dict[str, Any]:
         "low_price": "90.00000000",
         "base_volume": "12345.67800000",
         "quote_volume": "1234567.80000000",
-        "iso_timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        + f".{millis:03d}Z",
+        "iso_timestamp": iso_timestamp(event_time),
         "received_at": event_time * 1000,
     }
 

@@ -17,12 +17,12 @@ from crypto_live.dashboard.views import (
     RateMeter,
     group_view,
     history_points,
-    iso_ms,
     stream_type,
     ticker_rows,
     totals_by_service,
 )
 from crypto_live.settings import Settings
+from schemas.record import iso_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class DashboardSource:
             KeyConditionExpression="stream_type = :s AND iso_timestamp >= :since",
             ExpressionAttributeValues={
                 ":s": {"S": stream_type(symbol)},
-                ":since": {"S": iso_ms(since)},
+                ":since": {"S": iso_timestamp(since)},
             },
             ProjectionExpression="event_time, close_price",
         )

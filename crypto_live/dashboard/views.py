@@ -7,7 +7,6 @@ strings end to end, only the browser turns them into pixels.
 from __future__ import annotations
 
 import re
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -19,12 +18,6 @@ SYMBOL_PATTERN: Final = re.compile(r"^[A-Z0-9]{1,32}$")
 CONSUMED: Final = "crypto_live_records_consumed_total"
 PUT: Final = "crypto_live_records_put_total"
 _CENTS: Final = Decimal("0.01")
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """``2026-11-23T03:23:38.123Z``: the history table's range key format (sorts as text)."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def stream_type(symbol: str) -> str:

@@ -30,7 +30,6 @@ from crypto_live.dashboard.source import DashboardSource
 from crypto_live.dashboard.views import (
     RateMeter,
     change_pct,
-    iso_ms,
     ticker_rows,
     totals_by_service,
 )
@@ -40,6 +39,7 @@ from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
 from crypto_live.settings import Settings
 from producer.app import run_producer
+from schemas.record import iso_timestamp
 from tests.pipeline import ticker
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,7 +64,7 @@ def test_change_and_rows_from_dynamodb_items() -> None:
     assert [row["symbol"] for row in rows] == ["BTCUSDT", "ETHUSDT"]
     assert rows[1]["price"] == "3500.5" and rows[1]["change_pct"] == "2.96"
     assert rows[1]["event_time"] == 1795392000123 and rows[0]["change_pct"] is None
-    assert iso_ms(1795392000123) == "2026-11-23T00:00:00.123Z"
+    assert iso_timestamp(1795392000123) == "2026-11-23T00:00:00.123Z"
 
 
 def test_rates_from_metrics_scrapes() -> None:

@@ -210,10 +210,10 @@ class ShardReader:
         if position is None:
             return
         await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
-        now_us = time.time_ns() // 1000
+        durable = []
         while self._in_sink and self._in_sink[0][0] <= position:
-            _, received_at = self._in_sink.popleft()
-            self._metrics.observe(Histograms.END_TO_END_SECONDS, (now_us - received_at) / 1e6)
+            durable.append(self._in_sink.popleft()[1])
+        self._metrics.observe_ages(Histograms.END_TO_END_SECONDS, durable)
 
     async def _decode(
         self, raw_records: list[dict[str, Any]], skip: Position | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -145,6 +147,12 @@ class Metrics:
 
     def observe(self, name: Histograms, value: float) -> None:
         self._histograms[name].observe(value)
+
+    def observe_ages(self, name: Histograms, received_at_us: Iterable[int]) -> None:
+        """Observe, per record, the seconds from its producer ``received_at`` (epoch µs) to now."""
+        now_us = time.time_ns() // 1000
+        for received_at in received_at_us:
+            self.observe(name, (now_us - received_at) / 1e6)
 
     def set_shard_lag(self, shard_id: str, millis: int | None) -> None:
         """Lag of one shard; None when this worker no longer reads it."""

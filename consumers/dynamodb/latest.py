@@ -79,7 +79,7 @@ class LatestBook:
         raises the pump's error, since then nothing after it will become durable."""
         with self._cond:
             self._raise_if_failed()
-            return min(self._blocking.get(shard_id, {}), default=None)
+            return self._first_blocked(shard_id)
 
     def wait_clear(self, shard_id: str, batch: int, timeout: float | None) -> bool:
         """Wait until no batch up to ``batch`` of the shard is blocked; False on timeout."""
@@ -87,7 +87,7 @@ class LatestBook:
 
         def clear() -> bool:
             self._raise_if_failed()
-            first = min(self._blocking.get(shard_id, {}), default=None)
+            first = self._first_blocked(shard_id)
             return first is None or first > batch
 
         with self._cond:
@@ -172,6 +172,9 @@ class LatestBook:
                 del self._blocking[shard_id]
         self._gauge()
 
+    def _first_blocked(self, shard_id: str) -> int | None:
+        return min(self._blocking.get(shard_id, {}), default=None)
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
@@ -217,12 +220,8 @@ class LatestPump:
                 self.book.fail(err)
                 return
             self.book.done(entries)
-            self._observe_age(entries)
-
-    def _observe_age(self, entries: Sequence[_Entry]) -> None:
-        if self._metrics is None:
-            return
-        now_us = time.time_ns() // 1000
-        for entry in entries:
-            received_at = int(entry.update.attributes["received_at"]["N"])
-            self._metrics.observe(Histograms.LATEST_AGE_SECONDS, (now_us - received_at) / 1e6)
+            if self._metrics is not None:
+                self._metrics.observe_ages(
+                    Histograms.LATEST_AGE_SECONDS,
+                    (int(entry.update.attributes["received_at"]["N"]) for entry in entries),
+                )

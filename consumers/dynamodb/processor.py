@@ -62,7 +62,10 @@ class DynamoDbProcessor:
         )
         updates = coalesce_latest(consumed.record for consumed in records)
         await asyncio.to_thread(self._writer.write_history, items)
-        self._observe_history(records)
+        if self._metrics is not None:
+            self._metrics.observe_ages(
+                Histograms.HISTORY_DURABLE_SECONDS, (int(r.record["received_at"]) for r in records)
+            )
         # After the history, so a latest row never shows an event the history table lacks.
         self._batch += 1
         self._ends.append((self._batch, records[-1].position))
@@ -109,14 +112,6 @@ class DynamoDbProcessor:
         while self._ends and (first_blocked is None or self._ends[0][0] < first_blocked):
             position = self._ends.popleft()[1]
         return position
-
-    def _observe_history(self, records: Sequence[ConsumedRecord]) -> None:
-        if self._metrics is None:
-            return
-        now_us = time.time_ns() // 1000
-        for consumed in records:
-            seconds = (now_us - int(consumed.record["received_at"])) / 1e6
-            self._metrics.observe(Histograms.HISTORY_DURABLE_SECONDS, seconds)
 
 
 class DynamoDbProcessorFactory:

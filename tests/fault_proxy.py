@@ -1,8 +1,13 @@
 """An HTTP proxy on loopback in front of the moto server, for fault injection.
 
-Requests are forwarded unchanged; ``decide(method, path, status)`` sees each upstream
-response and may replace it (throttling, 500s) or run an action first (SIGKILL a client
-between a write and its acknowledgement).
+Requests are forwarded unchanged; ``decide(method, path, headers)`` sees each request
+and may replace its upstream response (throttling, 500s) or run an action first (SIGKILL a
+client between a write and its acknowledgement).
+
+``partition()`` cuts the network the way a partition does, not the way a 503 does: requests
+are accepted by TCP and read, and never answered. ``heal()`` ends it: the requests held so
+far are dropped without an answer (their outcome stays unknown to the client, as after a real
+partition) and new ones are forwarded again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Fault:
 
 
 Decision = Callable[[str, str, dict[str, str]], Fault | Callable[[], None] | None]
+Match = Callable[[str, str, dict[str, str]], bool]
 
 
 class FaultProxy:
@@ -40,6 +46,11 @@ class FaultProxy:
         self._port = target.port or 80
         self.decide: Decision = decide or (lambda method, path, headers: None)
         self.requests = 0
+        self.held = 0  # requests a partition swallowed
+        self._partition: Match | None = None
+        self._healed = threading.Event()
+        self._healed.set()
+        self._closed = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -53,8 +64,29 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
+
+    def partition(self, match: Match | None = None) -> None:
+        """From now on hold every request (or those ``match`` picks) without an answer."""
+        self._partition = match or (lambda method, path, headers: True)
+        self._healed.clear()
+
+    def heal(self) -> None:
+        """Drop the held requests unanswered and forward everything again."""
+        self._partition = None
+        self._healed.set()
+
+    def _hold(self, method: str, path: str, headers: dict[str, str]) -> bool:
+        """Swallow this request if a partition covers it; True when it was swallowed."""
+        match = self._partition
+        if match is None or not match(method, path, headers):
+            return False
+        self.held += 1
+        while not self._healed.wait(0.05) and not self._closed.is_set():
+            pass
+        return True
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -75,6 +107,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length) if length else b""
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                if proxy._hold(self.command, self.path, headers):
+                    self.close_connection = True  # no answer, ever: the client must give up
+                    return
                 decision = proxy.decide(self.command, self.path, headers)
                 if isinstance(decision, Fault) and not decision.forward:
                     self._answer(

@@ -29,15 +29,19 @@ RUN groupadd --system --gid 10001 crypto-live \
  && useradd --system --uid 10001 --gid crypto-live --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin crypto-live
 COPY --from=builder /opt/venv /opt/venv
+# METRICS_PORT unset: each service's own default (producer 9000, consume dynamodb 9001,
+# consume s3 9002), so they also run side by side with host networking. The port actually
+# served (a taken one falls back to a free one) goes to METRICS_PORT_FILE for the health check.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    METRICS_PORT=9000
+    METRICS_PORT_FILE=/tmp/crypto-live-metrics.port
 # Numeric, so runtimes that enforce "non-root" can check it without /etc/passwd.
 USER 10001:10001
-EXPOSE 9000
-# /healthz of the service (503 when stalled); the slim image has no curl, so Python does it.
+EXPOSE 9000 9001 9002
+# /healthz of this container's service (503 when stalled), on the port in METRICS_PORT_FILE,
+# else METRICS_PORT; the slim image has no curl.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9000'), timeout=4)"]
+    CMD ["crypto-live", "healthcheck"]
 ENTRYPOINT ["crypto-live"]
 CMD ["--help"]

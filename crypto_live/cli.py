@@ -100,12 +100,12 @@ def _provision(settings: Settings) -> int:
 
 
 def _producer(settings: Settings) -> int:
-    from crypto_live.health import Health, serve
+    from crypto_live.health import Health, serve_service
     from crypto_live.metrics import Metrics
     from producer.app import run_producer
 
     metrics, health = Metrics("producer"), Health()
-    with serve([metrics], health, settings.metrics_port_or_none, settings.metrics_host):
+    with serve_service(settings, "producer", [metrics], health):
         summary = run_until_signalled(lambda stop: run_producer(settings, stop, metrics, health))
     log.info("producer stopped: %s", summary)
     return 1 if summary.undelivered else 0
@@ -113,12 +113,12 @@ def _producer(settings: Settings) -> int:
 
 def _consume(settings: Settings, kind: str) -> int:
     from consumers.app import ConsumerKind, run_consumer
-    from crypto_live.health import Health, serve
+    from crypto_live.health import Health, serve_service
     from crypto_live.metrics import Metrics
 
     consumer_kind = cast(ConsumerKind, kind)
     metrics, health = Metrics(f"consumer-{kind}"), Health()
-    with serve([metrics], health, settings.metrics_port_or_none, settings.metrics_host):
+    with serve_service(settings, f"consumer-{kind}", [metrics], health):
         summary = run_until_signalled(
             lambda stop: run_consumer(settings, consumer_kind, stop, metrics, health)
         )

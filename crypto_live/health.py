@@ -1,22 +1,51 @@
-"""`/metrics` (Prometheus) and `/healthz` for every service, on METRICS_PORT."""
+"""`/metrics` (Prometheus) and `/healthz` for every service, on METRICS_PORT.
+
+Each service has its own default port, so the producer and both consumers started side by side
+on one host (each in a terminal, or compose with host networking) do not collide; a port that
+is taken anyway (two copies of one consumer) falls back to a free one, logged as a warning.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from crypto_live.errors import ConfigError
 from crypto_live.metrics import Metrics
 
+if TYPE_CHECKING:
+    from crypto_live.settings import Settings
+
 log = logging.getLogger(__name__)
+
+# METRICS_PORT when unset, per service (the CLI's service names); `up` serves all on one port.
+DEFAULT_PORTS: Final = {
+    "producer": 9000,
+    "consumer-dynamodb": 9001,
+    "consumer-s3": 9002,
+    "up": 9000,
+}
+
+
+def metrics_port(configured: int | None, service: str) -> int | None:
+    """The port ``service`` serves on: METRICS_PORT when set (0: a free one, -1: none), else
+    the service's default; None means no endpoint."""
+    if configured is None:
+        return DEFAULT_PORTS.get(service)
+    return None if configured < 0 else configured
 
 
 class Health:
@@ -65,14 +94,26 @@ class _WithServiceLabel(Collector):
 
 
 class MetricsServer:
-    """A small threaded HTTP server; ``port`` 0 picks a free one, None disables it."""
+    """A small threaded HTTP server; ``port`` 0 picks a free one, and so does a taken port.
 
-    def __init__(self, metrics: Sequence[Metrics], health: Health, port: int, host: str) -> None:
+    ``port_file``, when given, holds the port actually served while the server runs, for a
+    health check that must find this process's server whatever port it fell back to.
+    """
+
+    def __init__(
+        self,
+        metrics: Sequence[Metrics],
+        health: Health,
+        port: int,
+        host: str,
+        port_file: str | None = None,
+    ) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_WithServiceLabel(metrics))
-        self._server = ThreadingHTTPServer((host, port), _handler(registry, health))
+        self._server = _bind(host, port, _handler(registry, health))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._port_file = Path(port_file) if port_file else None
 
     @property
     def port(self) -> int:
@@ -81,11 +122,45 @@ class MetricsServer:
     def start(self) -> MetricsServer:
         self._thread.start()
         log.info("metrics and health on port %d (/metrics, /healthz)", self.port)
+        if self._port_file is not None:
+            _write_port_file(self._port_file, self.port)
         return self
 
     def stop(self) -> None:
+        if self._port_file is not None:
+            with contextlib.suppress(OSError):
+                self._port_file.unlink()
         self._server.shutdown()
         self._server.server_close()
+
+
+def _bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """Listen on ``port``, or on a free one when another process has it (logged)."""
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE or port == 0:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port} (METRICS_PORT, METRICS_HOST): "
+                f"{err.strerror or err}"
+            ) from err
+    server = ThreadingHTTPServer((host, 0), handler)
+    log.warning(
+        "metrics port %d is in use (another service on this host?); serving on port %d instead",
+        port,
+        server.server_address[1],
+    )
+    return server
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    # Written whole, then renamed, so a health check never reads half a number.
+    try:
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(f"{port}\n")
+        partial.replace(path)
+    except OSError as err:
+        log.warning("could not write the metrics port to %s: %s", path, err)
 
 
 def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
@@ -119,13 +194,22 @@ def serve(
     health: Health,
     port: int | None,
     host: str = "0.0.0.0",  # noqa: S104
+    port_file: str | None = None,
 ) -> Iterator[MetricsServer | None]:
     """Context-manager body: serve while the service runs (port None: not at all)."""
     if port is None:
         yield None
         return
-    server = MetricsServer(metrics, health, port, host).start()
+    server = MetricsServer(metrics, health, port, host, port_file).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def serve_service(
+    settings: Settings, service: str, metrics: Sequence[Metrics], health: Health
+) -> contextlib.AbstractContextManager[MetricsServer | None]:
+    """``serve`` on the port METRICS_PORT or ``service``'s default names (DEFAULT_PORTS)."""
+    port = metrics_port(settings.metrics_port, service)
+    return serve(metrics, health, port, settings.metrics_host, settings.metrics_port_file)

@@ -104,13 +104,12 @@ class Settings(BaseSettings):
     dashboard_metrics_urls: Annotated[CommaList, Field(default=None)]
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # /metrics and /healthz: 0 picks a free port (logged), -1 turns the endpoint off.
-    metrics_port: int = Field(default=9000, ge=-1, le=65535)
+    # /metrics and /healthz: unset, each service's own port (crypto_live.health.DEFAULT_PORTS);
+    # 0 picks a free port, -1 turns the endpoint off; a taken port falls back to a free one.
+    metrics_port: int | None = Field(default=None, ge=-1, le=65535)
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside
-
-    @property
-    def metrics_port_or_none(self) -> int | None:
-        return None if self.metrics_port < 0 else self.metrics_port
+    # Where a service writes the port it serves on (for `crypto-live healthcheck`); unset: nowhere.
+    metrics_port_file: str | None = None
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced and validated again (CLI flags mirror env vars)."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from crypto_live.aws import AwsClients
 from crypto_live.embedded import EmbeddedAws, use_dummy_credentials
-from crypto_live.health import Health, serve
+from crypto_live.health import Health, serve_service
 from crypto_live.logs import configure_logging
 from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
@@ -106,9 +106,7 @@ async def _run_services(
     metrics.update({kind: Metrics(f"consumer-{kind}") for kind in KINDS})
     health = Health()
     server = contextlib.ExitStack()
-    served = server.enter_context(
-        serve(list(metrics.values()), health, settings.metrics_port_or_none, settings.metrics_host)
-    )
+    served = server.enter_context(serve_service(settings, "up", list(metrics.values()), health))
     if served is not None:
         console.print(f"metrics: http://127.0.0.1:{served.port}/metrics  health: /healthz")
     async with _market_source(settings, source) as effective:

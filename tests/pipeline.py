@@ -122,12 +122,16 @@ def latest_event_times(clients: AwsClients, table: str) -> dict[str, int]:
 class ServiceProcess:
     """One `crypto-live` service in its own process, logging JSON lines to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, unset: tuple[str, ...] = ()
+    ) -> None:
+        """``env`` on top of this process's environment, without the variables in ``unset``."""
         self.log_path = log_path
         self._log = log_path.open("wb")
+        inherited = {k: v for k, v in os.environ.items() if k not in unset}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crypto_live.cli", *args],
-            env={**os.environ, **env},
+            env={**inherited, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -25,6 +25,7 @@ import yaml
 from consumers.app import KINDS, app_name, lease_table_name
 from crypto_live.aws import AwsClients
 from crypto_live.embedded import _free_port
+from crypto_live.health import DEFAULT_PORTS
 from crypto_live.provision import DEFAULT_STREAMS, TTL_ATTRIBUTE, provision
 from crypto_live.settings import Settings, load_settings
 from producer.service import DEAD_LETTER_SOURCE
@@ -120,9 +121,25 @@ def test_compose_file_is_valid_and_wires_the_services() -> None:
         assert _depends(service) == {"provision": "service_completed_successfully"}, name
         assert "container_name" not in service, name  # --scale needs generated names
         assert not service.get("ports"), name  # and no fixed host ports
-        assert "127.0.0.1:9000/healthz" in " ".join(service["healthcheck"]["test"]), name
+        assert service["healthcheck"]["test"] == ["CMD", "crypto-live", "healthcheck"], name
+        assert service["environment"]["METRICS_PORT"] == str(DEFAULT_PORTS[name]), name
     assert services["consumer-s3"]["command"] == ["consume", "s3"]
     assert services["consumer-dynamodb"]["command"] == ["consume", "dynamodb"]
+
+
+def test_compose_services_serve_metrics_on_their_own_default_ports() -> None:
+    # Read without a compose validator (PyYAML resolves the anchors), so it runs everywhere:
+    # with host networking the three services must not share a port, and each healthcheck
+    # finds its own service's server (the port file) whatever port it fell back to.
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    ports = {name: services[name]["environment"]["METRICS_PORT"] for name in SCALABLE}
+    assert ports == {name: str(DEFAULT_PORTS[name]) for name in SCALABLE}
+    assert len(set(ports.values())) == len(ports)
+    for name in SCALABLE:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "crypto-live", "healthcheck"]
+    image_env = " ".join(line for line in DOCKERFILE.read_text().splitlines() if "METRICS" in line)
+    assert "METRICS_PORT_FILE=" in image_env
+    assert "METRICS_PORT=" not in image_env  # unset: each service's default
 
 
 def test_sim_profile_points_the_producer_at_the_simulated_exchange() -> None:

@@ -136,6 +136,8 @@ def _exchange(settings: Settings) -> int:
             settings.exchange_symbols,
             settings.exchange_rate_hz,
             stop,
+            max_connection_seconds=settings.exchange_max_connection_seconds,
+            close_after_frames=settings.exchange_close_after_frames,
         )
     )
     return 0

@@ -23,6 +23,8 @@ class Counters(StrEnum):
     PUT_FAILED_ENTRIES = "crypto_live_put_failed_entries_total"
     DEAD_LETTERS = "crypto_live_dead_letters_total"
     RECONNECTS = "crypto_live_source_reconnects_total"
+    ROTATIONS = "crypto_live_source_rotations_total"
+    OVERLAP_DUPLICATES = "crypto_live_source_overlap_duplicates_total"
     RESHARDS = "crypto_live_shard_map_refreshes_total"
     RECORDS_CONSUMED = "crypto_live_records_consumed_total"
     GET_RECORDS_RETRIES = "crypto_live_get_records_retries_total"
@@ -59,6 +61,7 @@ class Histograms(StrEnum):
     HISTORY_DURABLE_SECONDS = "crypto_live_history_durable_seconds"
     LATEST_AGE_SECONDS = "crypto_live_latest_age_seconds"
     BATCH_RECORDS = "crypto_live_batch_records"
+    RECONNECT_GAP_SECONDS = "crypto_live_source_reconnect_gap_seconds"
 
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 12, 15, 30, 60)
@@ -66,6 +69,7 @@ _BUCKETS: dict[str, tuple[float, ...]] = {
     Histograms.END_TO_END_SECONDS: _LATENCY_BUCKETS,
     Histograms.HISTORY_DURABLE_SECONDS: _LATENCY_BUCKETS,
     Histograms.LATEST_AGE_SECONDS: _LATENCY_BUCKETS,
+    Histograms.RECONNECT_GAP_SECONDS: (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     Histograms.BATCH_RECORDS: (1, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000),
 }
 SHARD_LAG = "crypto_live_shard_millis_behind"
@@ -83,6 +87,9 @@ _HELP = {
     Counters.PUT_FAILED_ENTRIES: "PutRecords entries that failed and were retried",
     Counters.DEAD_LETTERS: "Dead letters written durably",
     Counters.RECONNECTS: "Websocket reconnects",
+    Counters.ROTATIONS: "Planned websocket rotations (new connection opened before the old closed)",
+    Counters.OVERLAP_DUPLICATES: "Frames seen on both connections during a rotation, kept once",
+    Histograms.RECONNECT_GAP_SECONDS: "From a websocket connection lost to its replacement open",
     Counters.RESHARDS: "Shard map refreshes after a reshard",
     Counters.RECORDS_CONSUMED: "Records read from Kinesis and handed to the sink",
     Counters.GET_RECORDS_RETRIES: "GetRecords calls retried after throttling or an error",

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     binance_stream_url: str = DEFAULT_BINANCE_STREAM_URL
     testnet: StrictBool = False
     binance_api_key: SecretStr | None = None
+    # Binance closes every connection after 24 h: open the next one before that, on purpose.
+    binance_rotate_hours: float = Field(default=23.0, gt=0, le=24)
+    # /healthz turns unhealthy once no websocket connection has been open for this long.
+    binance_down_unhealthy_seconds: float = Field(default=30.0, gt=0)
 
     dynamo_table_name: str = "crypto-live-miniticker"
     dynamo_latest_table_name: str = "crypto-live-ticker-latest"
@@ -93,6 +97,10 @@ class Settings(BaseSettings):
     exchange_port: int = Field(default=9443, ge=0, le=65535)
     exchange_symbols: int = Field(default=20, ge=1, le=5000)
     exchange_rate_hz: float = Field(default=1.0, gt=0, le=1000)
+    # Like Binance, end every connection with a close frame after this long (24 h there).
+    exchange_max_connection_seconds: float = Field(default=24 * 3600, gt=0)
+    # Close each connection after this many frames (tests and `up --source sim`); 0 = never.
+    exchange_close_after_frames: int = Field(default=0, ge=0)
 
     # Embedded AWS (moto server) used by `crypto-live up` when AWS_ENDPOINT_URL is unset.
     embedded_aws_port: int = Field(default=4566, ge=0, le=65535)

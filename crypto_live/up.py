@@ -24,6 +24,10 @@ from crypto_live.settings import Settings
 log = logging.getLogger(__name__)
 
 SIM_STREAMS = ("!miniTicker@arr",)
+# The simulated exchange ends connections like Binance, only sooner, so a local run rotates
+# the producer's websocket every few minutes (no gap, no duplicate) instead of once a day.
+SIM_CONNECTION_SECONDS = 300.0
+SIM_ROTATE_SECONDS = 240.0
 REFRESH_SECONDS = 1.0
 LOG_EVERY_SECONDS = 10.0
 
@@ -87,11 +91,20 @@ async def _market_source(settings: Settings, source: str) -> AsyncIterator[Setti
         port=0,
         symbols=settings.exchange_symbols,
         rate_hz=settings.exchange_rate_hz,
+        max_connection_seconds=min(
+            settings.exchange_max_connection_seconds, SIM_CONNECTION_SECONDS
+        ),
+        close_after_frames=settings.exchange_close_after_frames,
     )
     await exchange.start()
     try:
         streams = settings.binance_streams or SIM_STREAMS
-        yield settings.with_overrides(binance_stream_url=exchange.url, binance_streams=streams)
+        rotate_hours = min(settings.binance_rotate_hours, SIM_ROTATE_SECONDS / 3600)
+        yield settings.with_overrides(
+            binance_stream_url=exchange.url,
+            binance_streams=streams,
+            binance_rotate_hours=rotate_hours,
+        )
     finally:
         await exchange.stop()
 

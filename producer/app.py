@@ -43,6 +43,9 @@ def build_producer(
         url=settings.binance_stream_url,
         testnet=settings.testnet,
         max_queue_size=settings.producer_queue_size,
+        rotate_after_seconds=settings.binance_rotate_hours * 3600,
+        down_unhealthy_seconds=settings.binance_down_unhealthy_seconds,
+        health=health,
     )
     publisher = Publisher(
         KinesisStreamWriter(clients.kinesis, settings.kinesis_stream_name),

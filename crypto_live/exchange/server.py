@@ -41,6 +41,7 @@ SYMBOL_STREAM_TYPE = "miniTicker"
 # python-binance's miniticker_socket() asks for "!miniTicker@arr@1000ms"; Binance accepts both.
 _ALL_MARKET_PATTERN = re.compile(r"!miniTicker@arr(@\d+ms)?")
 SLOW_CLIENT_CLOSE_CODE = 1008  # policy violation, as a server drops a consumer that lags
+NORMAL_CLOSE_CODE = 1000  # Binance ends a connection at its 24 h limit with a normal close
 _DROP_WAIT_SECONDS = 5.0
 
 
@@ -117,7 +118,15 @@ class TickFrames:
         return frames
 
 
-_QueueItem = list[str] | asyncio.Future[None]
+@dataclass(frozen=True)
+class _Close:
+    """Queued after data: close the connection once everything before it was sent."""
+
+    code: int
+    reason: str
+
+
+_QueueItem = list[str] | asyncio.Future[None] | _Close
 
 
 class _Client:
@@ -126,7 +135,9 @@ class _Client:
         self.subscription = subscription
         self.queue: asyncio.Queue[_QueueItem] = asyncio.Queue(backlog)
         self.sender: asyncio.Task[None] | None = None
+        self.expiry: asyncio.TimerHandle | None = None
         self.dropped = False
+        self.frames_sent = 0
         self.name = "%s:%s" % connection.remote_address[:2]  # noqa: UP031 - tuple unpacking
 
 
@@ -143,13 +154,20 @@ class SimulatedExchange:
         autotick: bool = True,
         *,
         slow_client_seconds: float = 5.0,
+        max_connection_seconds: float | None = None,
+        close_after_frames: int | None = None,
     ) -> None:
+        """``max_connection_seconds``: end each connection with a close frame after this long,
+        as Binance does after 24 h. ``close_after_frames``: close each one after that many
+        data frames (a server that closes mid-stream, for tests and ``up --source sim``)."""
         if rate_hz <= 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
         self._host = host
         self._port = port
         self._rate_hz = rate_hz
         self._autotick = autotick
+        self._max_connection_seconds = max_connection_seconds
+        self._close_after_frames = close_after_frames or None
         # A client more than this many ticks behind is dropped instead of buffering without bound.
         self._backlog = max(4, math.ceil(rate_hz * slow_client_seconds))
         self.simulator = MarketSimulator(symbols, seed=seed)
@@ -162,6 +180,7 @@ class SimulatedExchange:
         self.messages_sent = 0
         self.connections_total = 0
         self.slow_clients_dropped = 0
+        self.connections_closed = 0  # ended by us with a close frame (lifetime, frame limit)
 
     @property
     def url(self) -> str:
@@ -270,6 +289,17 @@ class SimulatedExchange:
         if flushed:
             await asyncio.gather(*flushed)
 
+    async def close_connections(
+        self, code: int = NORMAL_CLOSE_CODE, reason: str = "server closing"
+    ) -> None:
+        """Close every connection with a close frame once the data queued before it is sent,
+        as Binance does for maintenance; returns once they are closed."""
+        closing = list(self._clients)
+        for client in closing:
+            self._offer(client, _Close(code, reason))
+        async with asyncio.timeout(_DROP_WAIT_SECONDS), self._clients_changed:
+            await self._clients_changed.wait_for(lambda: self._clients.isdisjoint(closing))
+
     async def drop_connections(self) -> None:
         """Abort every connection without a close frame, so clients must reconnect."""
         dropped = list(self._clients)
@@ -290,18 +320,11 @@ class SimulatedExchange:
         return True
 
     def _drop_slow_client(self, client: _Client) -> None:
-        client.dropped = True
         self.slow_clients_dropped += 1
         logger.warning(
             "dropping slow client %s: %d batches waiting", client.name, client.queue.qsize()
         )
-        if client.sender is not None:
-            client.sender.cancel()
-        closer = asyncio.create_task(
-            client.connection.close(SLOW_CLIENT_CLOSE_CODE, "client too slow")
-        )
-        self._closers.add(closer)
-        closer.add_done_callback(self._closers.discard)
+        self._close(client, SLOW_CLIENT_CLOSE_CODE, "client too slow")
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if parse_request_path(request.path) is None:
@@ -329,6 +352,10 @@ class SimulatedExchange:
     async def _handle(self, connection: ServerConnection) -> None:
         client = _Client(connection, self._subscription_of(connection), self._backlog)
         client.sender = asyncio.create_task(self._send_loop(client))
+        if self._max_connection_seconds is not None:
+            client.expiry = asyncio.get_running_loop().call_later(
+                self._max_connection_seconds, self._expire, client
+            )
         await self._register(client)
         try:
             # Market streams expect no client frames; reading is how a departed peer is noticed.
@@ -337,16 +364,40 @@ class SimulatedExchange:
         except ConnectionClosed:
             pass
         finally:
+            if client.expiry is not None:
+                client.expiry.cancel()
             client.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await client.sender
             _release_flush_waiters(client.queue)
             await self._unregister(client)
 
+    def _expire(self, client: _Client) -> None:
+        # At the limit the connection ends now, whatever is still queued for it (as Binance).
+        logger.info("closing %s: connection lifetime reached", client.name)
+        self.connections_closed += 1
+        self._close(client, NORMAL_CLOSE_CODE, "connection lifetime reached")
+
+    def _close(self, client: _Client, code: int, reason: str, *, from_sender: bool = False) -> None:
+        """Send a close frame; nothing more is queued or sent to this client."""
+        if client.dropped:
+            return
+        client.dropped = True
+        if client.sender is not None and not from_sender:
+            client.sender.cancel()
+        closer = asyncio.create_task(client.connection.close(code, reason))
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
     async def _send_loop(self, client: _Client) -> None:
+        limit = self._close_after_frames
         try:
             while True:
                 item = await client.queue.get()
+                if isinstance(item, _Close):
+                    self.connections_closed += 1
+                    self._close(client, item.code, item.reason, from_sender=True)
+                    return
                 if isinstance(item, asyncio.Future):
                     if not item.done():
                         item.set_result(None)
@@ -355,6 +406,14 @@ class SimulatedExchange:
                     # Awaits drain above the write limit; the bounded queue then catches a laggard.
                     await client.connection.send(text)
                     self.messages_sent += 1
+                    client.frames_sent += 1
+                    if limit is not None and client.frames_sent >= limit:
+                        logger.info("closing %s after %d frames", client.name, limit)
+                        self.connections_closed += 1
+                        self._close(
+                            client, NORMAL_CLOSE_CODE, "frame limit reached", from_sender=True
+                        )
+                        return
         except ConnectionClosed:
             logger.debug("client %s went away while sending", client.name)
 
@@ -400,14 +459,31 @@ def _log_task_failure(task: asyncio.Task[None]) -> None:
 
 
 async def serve_forever(
-    host: str, port: int, symbols: int, rate_hz: float, stop: asyncio.Event
+    host: str,
+    port: int,
+    symbols: int,
+    rate_hz: float,
+    stop: asyncio.Event,
+    *,
+    max_connection_seconds: float | None = None,
+    close_after_frames: int | None = None,
 ) -> None:
     """Run a simulated exchange until ``stop`` is set; raises if its tick loop fails."""
-    async with SimulatedExchange(host, port, symbols=symbols, rate_hz=rate_hz) as exchange:
+    async with SimulatedExchange(
+        host,
+        port,
+        symbols=symbols,
+        rate_hz=rate_hz,
+        max_connection_seconds=max_connection_seconds,
+        close_after_frames=close_after_frames,
+    ) as exchange:
         logger.info(
-            "simulated Binance exchange on %s (%d symbols at %.3g Hz)",
+            "simulated Binance exchange on %s (%d symbols at %.3g Hz; connections end after "
+            "%s s, %s frames)",
             exchange.url,
             symbols,
             rate_hz,
+            f"{max_connection_seconds:g}" if max_connection_seconds else "unlimited",
+            close_after_frames or "unlimited",
         )
         await exchange.serve_until(stop)

@@ -9,13 +9,28 @@ from botocore.config import Config
 
 from crypto_live.settings import Settings
 
-# Adaptive retries let botocore back off on throttling before our own retry logic sees it.
-_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=5,
-    read_timeout=30,
-    max_pool_connections=32,
-)
+# Standard retries let botocore back off on throttling before our own retry logic sees it.
+# Timeouts are per service and short enough that no call waits minutes on a dead network (a
+# partition accepts the connection and never answers): a hung call gives up after about
+# max_attempts * (connect or read timeout). Kinesis and DynamoDB answer in milliseconds; S3
+# gets longer for large objects.
+_TIMEOUTS: dict[str, tuple[float, float]] = {  # service -> (connect, read) seconds
+    "kinesis": (3.0, 5.0),
+    "dynamodb": (3.0, 10.0),
+    "s3": (3.0, 20.0),
+}
+_DEFAULT_TIMEOUTS = (5.0, 30.0)
+
+
+def client_config(service: str) -> Config:
+    """The botocore Config of ``service``'s clients: its timeouts, standard retries."""
+    connect, read = _TIMEOUTS.get(service, _DEFAULT_TIMEOUTS)
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=connect,
+        read_timeout=read,
+        max_pool_connections=32,
+    )
 
 
 def list_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:
@@ -49,7 +64,7 @@ class AwsClients:
             self._clients[service] = self._session.client(
                 service,
                 endpoint_url=self._settings.aws_endpoint_url,
-                config=_CONFIG,
+                config=client_config(service),
             )
         return self._clients[service]
 

@@ -108,7 +108,7 @@ def _producer(settings: Settings) -> int:
     with serve_service(settings, "producer", [metrics], health):
         summary = run_until_signalled(lambda stop: run_producer(settings, stop, metrics, health))
     log.info("producer stopped: %s", summary)
-    return 1 if summary.undelivered else 0
+    return int(summary.exit_code)  # 0, or 1/3/4: see README "Exit codes"
 
 
 def _consume(settings: Settings, kind: str) -> int:

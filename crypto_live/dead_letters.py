@@ -1,14 +1,22 @@
-"""Dead letters: bad input kept under s3://{bucket}/errors/{source}/ with its reason."""
+"""Dead letters: bad input kept under s3://{bucket}/errors/{source}/ with its reason.
+
+A dead letter with ``put_entry`` is not bad input but a Kinesis record the producer could not
+deliver: ``raw`` is the whole record (a KPL aggregate) and ``put_entry`` what re-putting it
+needs (partition key, explicit hash key), so ``crypto-live redrive`` can put it back.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import os
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,7 @@ class DeadLetter:
     raw: bytes
     reason: str
     received_at: int
+    put_entry: Mapping[str, Any] | None = None  # set on undelivered Kinesis records only
 
 
 def dead_letter_line(letter: DeadLetter, source: str) -> bytes:
@@ -38,7 +47,43 @@ def dead_letter_line(letter: DeadLetter, source: str) -> bytes:
         "raw_encoding": encoding,
         "raw": raw,
     }
+    if letter.put_entry is not None:
+        body["put_entry"] = dict(letter.put_entry)
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_dead_letter_line(line: bytes | str) -> DeadLetter:
+    """The DeadLetter of one ``dead_letter_line``; ValueError when it is not one."""
+    try:
+        body = json.loads(line)
+        raw_text = body["raw"]
+        raw = (
+            base64.b64decode(raw_text, validate=True)
+            if body.get("raw_encoding") == "base64"
+            else str(raw_text).encode("utf-8")
+        )
+        put_entry = body.get("put_entry")
+        return DeadLetter(
+            raw,
+            str(body["reason"]),
+            int(body["received_at"]),
+            dict(put_entry) if isinstance(put_entry, dict) else None,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"not a dead letter line: {err}") from err
+
+
+def write_local_dead_letters(directory: Path, source: str, letters: list[DeadLetter]) -> Path:
+    """Write dead letters as one JSON-lines file in ``directory`` (made if missing), synced to
+    disk: the last resort when S3 cannot take them. Returns the file's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{source}-{letters[0].received_at}-{uuid.uuid4().hex[:12]}.jsonl"
+    with path.open("xb") as out:
+        for letter in letters:
+            out.write(dead_letter_line(letter, source))
+        out.flush()
+        os.fsync(out.fileno())
+    return path
 
 
 def dead_letter_key(source: str, first_received_at_us: int, unique: str) -> str:

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     shard_map_refresh_seconds: float = Field(default=30.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=15.0, gt=0)
     dead_letter_flush_seconds: float = Field(default=5.0, gt=0)
+    # Dead letters waiting for S3 at most (then producing waits), and where they go when S3
+    # cannot take them at shutdown (relative to the working directory).
+    dead_letter_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    dead_letter_dir: str = Field(default="dead-letters", min_length=1)
 
     # Simulated exchange.
     exchange_host: str = "127.0.0.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from crypto_live.aws import AwsClients
 from crypto_live.dead_letters import S3DeadLetterStore
@@ -65,6 +66,8 @@ def build_producer(
         queue_size=settings.producer_queue_size,
         dead_letter_flush_seconds=settings.dead_letter_flush_seconds,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        dead_letter_dir=Path(settings.dead_letter_dir),
         health=health,
     )
     log.info("producer reading %s into %s", source.description, settings.kinesis_stream_name)

@@ -1,4 +1,9 @@
-"""Sends aggregates to Kinesis: per-shard order, bounded in flight, retries, backpressure."""
+"""Sends aggregates to Kinesis: per-shard order, bounded in flight, retries, backpressure.
+
+Every entry ends delivered or handed back as Undelivered: refused for good (a permanent error),
+still pending at the close deadline, or in a request unanswered at the deadline (outcome
+unknown). Calls run on daemon threads, so a hung request never holds up the close or the exit.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from crypto_live.errors import CryptoLiveError
 from crypto_live.metrics import Counters, Gauges, Histograms, Metrics
 from producer.aggregation import PutEntry, ShardAggregator, plan_requests
+from producer.daemon_pool import DaemonThreadPool
 from producer.kinesis import StreamWriter
-from producer.retry import Backoff, split_put_result
+from producer.retry import (
+    Backoff,
+    PutResultMismatchError,
+    is_permanent_request_error,
+    permanent_failures,
+    split_put_result,
+)
 from producer.shard_map import ShardMap
+from producer.undelivered import NOT_SENT, UNANSWERED, Undelivered, rejected_reason
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +52,10 @@ async def publish_records(
         await publisher.add(str(record["symbol"]), codec.encode(record))
     undelivered = await publisher.close(grace_seconds)
     if undelivered:
-        raise CryptoLiveError(f"{len(undelivered)} Kinesis records not delivered")
+        reasons = sorted({item.reason for item in undelivered})
+        raise CryptoLiveError(
+            f"{len(undelivered)} Kinesis records not delivered: {'; '.join(reasons)}"
+        )
 
 
 class Publisher:
@@ -65,6 +81,7 @@ class Publisher:
         refresh_seconds: float = 30.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pool: DaemonThreadPool | None = None,
     ) -> None:
         self._writer = writer
         self._metrics = metrics
@@ -77,6 +94,8 @@ class Publisher:
         self._refresh_seconds = refresh_seconds
         self._backoff = backoff or Backoff()
         self._clock = clock
+        # One thread per request in flight, one for ListShards, one spare.
+        self._pool = pool or DaemonThreadPool(max_in_flight + 2, "kinesis-put")
         self._aggregator: ShardAggregator | None = None
         self._pending: dict[str, deque[PutEntry]] = {}
         self._pending_bytes = 0
@@ -88,9 +107,15 @@ class Publisher:
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
-        self._requests: set[asyncio.Task[None]] = set()
+        self._requests: dict[asyncio.Task[None], list[PutEntry]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._rejected: list[Undelivered] = []
+        self._on_rejected: Callable[[], None] = lambda: None
+        self._progress = asyncio.Event()  # set whenever a request ends or a loop dies
+        self._failure: BaseException | None = None
         self._closing = False
+        self._unbounded = False
         self._stale_map = False
         self._shard_ids: object = ()
 
@@ -98,33 +123,78 @@ class Publisher:
 
     async def start(self) -> None:
         """Read the shard map and start the sender and flush timer."""
-        shard_map = await asyncio.to_thread(self._writer.list_shards)
+        shard_map = await self._pool.run(self._writer.list_shards)
         self._shard_ids = shard_map.shard_ids
         self._aggregator = ShardAggregator(shard_map, self._max_bytes, self._aggregate)
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="publisher-send"),
             asyncio.create_task(self._flush_loop(), name="publisher-flush"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._background_done)
 
-    async def close(self, grace_seconds: float) -> list[PutEntry]:
-        """Flush, wait up to ``grace_seconds`` for every put; returns what was not delivered."""
+    async def close(self, grace_seconds: float) -> list[Undelivered]:
+        """Flush, wait up to ``grace_seconds`` for every put; returns what was not delivered.
+
+        Never waits longer: requests still unanswered then are abandoned (their threads are
+        daemons) and their entries returned with ``outcome_unknown``."""
         if self._aggregator is None:
             return []
         self._closing = True
+        self.release_backpressure()
         self._enqueue(self._aggregator.flush())
-        deadline = self._clock() + grace_seconds
-        while (self._pending_records or self._in_flight) and self._clock() < deadline:
-            self._check_tasks()
-            await asyncio.sleep(0.01)
-        for task in self._tasks:
+        try:
+            await asyncio.wait_for(self._settled(), max(0.0, grace_seconds))
+        except TimeoutError:
+            log.warning(
+                "close: %d entries pending and %d requests unanswered after %.1fs",
+                sum(len(queue) for queue in self._pending.values()),
+                len(self._requests),
+                grace_seconds,
+            )
+        background = [*self._tasks, *([self._refresh_task] if self._refresh_task else [])]
+        requests = dict(self._requests)
+        for task in [*background, *requests]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._requests:
-            await asyncio.wait(self._requests, timeout=max(0.0, deadline - self._clock()))
-        undelivered = [entry for queue in self._pending.values() for entry in queue]
+        await asyncio.gather(*background, *requests, return_exceptions=True)
+        undelivered, self._rejected = self._rejected, []
+        for task, entries in requests.items():
+            if task.cancelled():  # abandoned in flight: Kinesis may or may not have them
+                undelivered.extend(Undelivered(entry, UNANSWERED, True) for entry in entries)
+        undelivered.extend(
+            Undelivered(entry, NOT_SENT) for queue in self._pending.values() for entry in queue
+        )
         self._pending.clear()
+        self._pending_bytes = self._pending_records = 0
         self._aggregator = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._failure is not None:
+            log.error("publisher failed: %r", self._failure, exc_info=self._failure)
         return undelivered
+
+    async def _settled(self) -> None:
+        """Until nothing is pending or in flight, or a background task died."""
+        while any(self._pending.values()) or self._requests:
+            if self._failure is not None or any(task.done() for task in self._tasks):
+                return
+            self._progress.clear()
+            await self._progress.wait()
+
+    def release_backpressure(self) -> None:
+        """From now on ``add`` never waits (shutdown: what was accepted must get in)."""
+        self._unbounded = True
+        self._space.set()
+
+    def set_rejected_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever entries were refused for good (see ``take_rejected``)."""
+        self._on_rejected = listener
+
+    def take_rejected(self) -> list[Undelivered]:
+        """Entries Kinesis refused with a permanent error since the last call. They count as
+        pending (backpressure) until taken, so an owner that cannot store them holds us back."""
+        taken, self._rejected = self._rejected, []
+        self._settle([item.entry for item in taken])
+        return taken
 
     # -- producing -----------------------------------------------------------------------
 
@@ -147,9 +217,20 @@ class Publisher:
 
     def _check_tasks(self) -> None:
         # A background task that died must surface in its owner, not vanish.
+        if self._failure is not None:
+            raise self._failure
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._progress.set()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._requests.pop(task, None)
+        self._background_done(task)
 
     def _enqueue(self, entries: list[PutEntry]) -> None:
         for entry in entries:
@@ -158,14 +239,15 @@ class Publisher:
             self._pending_records += entry.user_records
         if entries:
             self._wake.set()
-            if self._pending_bytes >= self._max_pending_bytes:
+            if self._pending_bytes >= self._max_pending_bytes and not self._unbounded:
                 self._space.clear()
 
     def _requeue_front(self, entries: list[PutEntry]) -> None:
         for entry in reversed(entries):
             self._pending.setdefault(entry.shard_id, deque()).appendleft(entry)
 
-    def _delivered(self, entries: list[PutEntry]) -> None:
+    def _settle(self, entries: list[PutEntry]) -> None:
+        """Entries that left the publisher (delivered, or handed back as rejected)."""
         for entry in entries:
             self._pending_bytes -= entry.size
             self._pending_records -= entry.user_records
@@ -182,9 +264,12 @@ class Publisher:
             oldest = self._oldest_buffered
             if oldest is not None and now - oldest >= self._max_buffered_time:
                 self._flush_aggregates()
-            if self._stale_map or now >= next_refresh:
+            refreshing = self._refresh_task is not None and not self._refresh_task.done()
+            if (self._stale_map or now >= next_refresh) and not refreshing:
+                # Off this loop: a hung ListShards must not stop the time-based flushes.
                 next_refresh = now + self._refresh_seconds
-                await self._refresh_map()
+                self._refresh_task = asyncio.create_task(self._refresh_map(), name="shard-map")
+                self._refresh_task.add_done_callback(self._background_done)
 
     def _flush_aggregates(self) -> None:
         if self._aggregator is not None:
@@ -194,7 +279,7 @@ class Publisher:
     async def _refresh_map(self) -> None:
         self._stale_map = False
         try:
-            shard_map: ShardMap = await asyncio.to_thread(self._writer.list_shards)
+            shard_map: ShardMap = await self._pool.run(self._writer.list_shards)
         except (BotoCoreError, ClientError) as err:
             log.warning("shard map refresh failed, keeping the old one: %s", err)
             return
@@ -214,8 +299,8 @@ class Publisher:
                 if not request:
                     break
                 task = asyncio.create_task(self._send(request))
-                self._requests.add(task)
-                task.add_done_callback(self._requests.discard)
+                self._requests[task] = request
+                task.add_done_callback(self._request_done)
             self._schedule_retry_wake()
 
     def _next_request(self) -> list[PutEntry]:
@@ -249,32 +334,57 @@ class Publisher:
         shards = {entry.shard_id for entry in entries}
         started = self._clock()
         try:
-            response: dict[str, Any] = await asyncio.to_thread(self._writer.put_records, entries)
-        except (BotoCoreError, ClientError) as err:
-            log.warning("PutRecords of %d entries failed, retrying: %s", len(entries), err)
-            self._metrics.inc(Counters.PUT_RETRIES, len(entries))
-            self._requeue_front(entries)
-            self._backoff_shards(shards)
-        else:
+            response: dict[str, Any] = await self._pool.run(self._writer.put_records, entries)
             self._metrics.observe(Histograms.PUT_SECONDS, self._clock() - started)
             self._metrics.inc(Counters.PUT_REQUESTS)
             self._handle_response(entries, response)
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if is_permanent_request_error(code, status):
+                self._reject(entries, f"{code}: {error.get('Message', '')}")
+                self._reset_backoff(shards)
+            else:
+                self._retry(entries, shards, err)
+        except (BotoCoreError, PutResultMismatchError) as err:
+            self._retry(entries, shards, err)
+        except Exception as err:  # a bug must not lose entries; it surfaces in add()
+            log.error("PutRecords failed unexpectedly: %r", err, exc_info=err)
+            self._failure = self._failure or err
+            self._requeue_front(entries)
         finally:
             self._in_flight.difference_update(shards)
+            self._progress.set()
             self._wake.set()
+
+    def _retry(self, entries: list[PutEntry], shards: set[str], err: Exception) -> None:
+        log.warning("PutRecords of %d entries failed, retrying: %s", len(entries), err)
+        self._metrics.inc(Counters.PUT_RETRIES, len(entries))
+        self._requeue_front(entries)
+        self._backoff_shards(shards)
+
+    def _reject(self, entries: list[PutEntry], error: str) -> None:
+        reason = rejected_reason(error)
+        log.error("%d Kinesis entries refused for good, dead-lettered: %s", len(entries), error)
+        self._rejected.extend(Undelivered(entry, reason) for entry in entries)
+        self._on_rejected()
 
     def _handle_response(self, entries: list[PutEntry], response: dict[str, Any]) -> None:
         failed, succeeded = split_put_result(entries, response)
         done = [entry for entry, _, _ in succeeded]
-        self._delivered(done)
+        self._settle(done)
         self._metrics.inc(Counters.RECORDS_PUT, sum(e.user_records for e in done))
         self._metrics.inc(Counters.KINESIS_RECORDS_PUT, len(done))
         self._metrics.inc(Counters.KINESIS_BYTES_PUT, sum(e.size for e in done))
         if any(entry.shard_id != shard_id for entry, shard_id, _ in succeeded):
             self._stale_map = True  # a record landed elsewhere than the map said: resharded
-        for shard in {entry.shard_id for entry in done} - {e.shard_id for e in failed}:
-            self._attempts.pop(shard, None)
-            self._retry_at.pop(shard, None)
+        refused = permanent_failures(entries, response)
+        for entry, error in refused:
+            self._reject([entry], error)
+        refused_ids = {id(entry) for entry, _ in refused}
+        failed = [entry for entry in failed if id(entry) not in refused_ids]
+        self._reset_backoff({entry.shard_id for entry in done} - {e.shard_id for e in failed})
         if failed:
             codes = {
                 str(r.get("ErrorCode")) for r in response.get("Records", []) if "ErrorCode" in r
@@ -285,6 +395,11 @@ class Publisher:
             self._requeue_front(failed)
             self._backoff_shards({entry.shard_id for entry in failed})
         self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)
+
+    def _reset_backoff(self, shards: set[str]) -> None:
+        for shard in shards:
+            self._attempts.pop(shard, None)
+            self._retry_at.pop(shard, None)
 
     def _backoff_shards(self, shards: set[str]) -> None:
         now = self._clock()

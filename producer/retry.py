@@ -19,6 +19,26 @@ RETRIABLE_ERROR_CODES: Final = frozenset(
         "KMSThrottlingException",
     }
 )
+# Request-level errors (the whole call failed) that a retry cannot fix: a missing stream, no
+# permission, a bad request, KMS key problems. Anything else (throttling, 5xx, timeouts, lost
+# connections) is retried.
+PERMANENT_REQUEST_ERROR_CODES: Final = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ValidationException",
+        "InvalidArgumentException",
+        "SerializationException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "KMSOptInRequired",
+    }
+)
 # Beyond this, base * 2**attempt exceeds any sane cap; clamping avoids float overflow.
 _MAX_EXPONENT: Final = 64
 
@@ -51,6 +71,20 @@ def is_retriable_error_code(code: str) -> bool:
     return code in RETRIABLE_ERROR_CODES
 
 
+def is_permanent_request_error(code: str, http_status: int | None) -> bool:
+    """Whether a failed PutRecords call must not be retried (retrying cannot make it succeed)."""
+    if code in PERMANENT_REQUEST_ERROR_CODES:
+        return True
+    # Other 4xx answers are the request's fault too, except throttling and expired requests.
+    transient = ("Throttl", "LimitExceeded", "ProvisionedThroughputExceeded", "Expired", "Timeout")
+    return (
+        http_status is not None
+        and 400 <= http_status < 500
+        and http_status not in (408, 429)
+        and not any(word in code for word in transient)
+    )
+
+
 def split_put_result(
     entries: Sequence[PutEntry], response: Mapping[str, Any]
 ) -> tuple[list[PutEntry], list[tuple[PutEntry, str, str]]]:
@@ -70,3 +104,16 @@ def split_put_result(
             # No sequence number means Kinesis did not store it; retrying keeps at-least-once.
             failed.append(entry)
     return failed, succeeded
+
+
+def permanent_failures(
+    entries: Sequence[PutEntry], response: Mapping[str, Any]
+) -> list[tuple[PutEntry, str]]:
+    """The entries of a PutRecords response that failed with a non-retriable error code,
+    each with ``"code: message"``; call after ``split_put_result`` checked the response."""
+    out: list[tuple[PutEntry, str]] = []
+    for entry, result in zip(entries, response.get("Records", []), strict=False):
+        code = result.get("ErrorCode")
+        if code and not is_retriable_error_code(str(code)):
+            out.append((entry, f"{code}: {result.get('ErrorMessage', '')}".rstrip(": ")))
+    return out

@@ -1,19 +1,28 @@
-"""The producer service: websocket -> validate -> Avro -> per-shard aggregates -> Kinesis."""
+"""The producer service: websocket -> validate -> Avro -> per-shard aggregates -> Kinesis.
+
+Shutdown is bounded: the publisher gets SHUTDOWN_TIMEOUT_SECONDS, the last dead-letter write
+to S3 FINAL_FLUSH_SECONDS; what S3 cannot take then goes to a local JSON-lines file.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from crypto_live.dead_letters import DeadLetter, DeadLetterStore
+from crypto_live.dead_letters import DeadLetter, DeadLetterStore, write_local_dead_letters
 from crypto_live.health import Health
 from crypto_live.metrics import Counters, Gauges, Metrics
 from producer.aggregation import RecordTooLargeError
+from producer.daemon_pool import DaemonThreadPool
 from producer.publisher import Publisher
 from producer.source import WireMessage
 from producer.validation import ARRAY_STREAM, Rejected, validate_message
@@ -25,6 +34,11 @@ DEAD_LETTER_SOURCE = "producer"
 # Binance sends each miniTicker stream every second: a minute of silence is a dead socket.
 SOURCE_SILENCE_SECONDS = 60.0
 PUBLISHER_STALL_SECONDS = 60.0
+# The last dead-letter write to S3 at shutdown may take this long before the local file.
+FINAL_FLUSH_SECONDS = 3.0
+# Exit codes (README, Operations): some records only in S3 dead letters (run `redrive`); some
+# dead letters only in a local file (S3 was unreachable too); some dead letters lost.
+EXIT_UNDELIVERED, EXIT_LOCAL_DEAD_LETTERS, EXIT_DEAD_LETTERS_LOST = 1, 3, 4
 
 
 class MessageSource(Protocol):
@@ -45,14 +59,31 @@ class ProducerSummary:
     put_requests: int
     retries: int
     undelivered: int
+    dead_letters_local: int = 0
+    dead_letters_lost: int = 0
+    local_file: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every record is in Kinesis (or, for bad input, in S3 dead letters)."""
+        if self.dead_letters_lost:
+            return EXIT_DEAD_LETTERS_LOST
+        if self.dead_letters_local:
+            return EXIT_LOCAL_DEAD_LETTERS
+        return EXIT_UNDELIVERED if self.undelivered else 0
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.messages} messages, {self.records_valid} valid records, "
             f"{self.rejected} rejected to dead letters, {self.records_put} records put to Kinesis "
             f"in {self.kinesis_records} Kinesis records / {self.put_requests} requests, "
-            f"{self.retries} retries, {self.undelivered} undelivered"
+            f"{self.retries} retries, {self.undelivered} undelivered (kept as dead letters)"
         )
+        if self.dead_letters_local:
+            text += f", {self.dead_letters_local} dead letters in local file {self.local_file}"
+        if self.dead_letters_lost:
+            text += f", {self.dead_letters_lost} dead letters LOST"
+        return text
 
 
 class ProducerService:
@@ -70,6 +101,9 @@ class ProducerService:
         dead_letter_flush_seconds: float = 5.0,
         shutdown_timeout: float = 15.0,
         health: Health | None = None,
+        dead_letter_max_bytes: int = 8 * 1024 * 1024,
+        dead_letter_dir: Path = Path("dead-letters"),
+        final_flush_seconds: float = FINAL_FLUSH_SECONDS,
     ) -> None:
         self._source = source
         self._publisher = publisher
@@ -77,21 +111,37 @@ class ProducerService:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._queue: asyncio.Queue[tuple[Any, int]] = asyncio.Queue(queue_size)
+        # Dead letters waiting for S3, bounded: at the bound, producing waits (backpressure).
         self._dead_buffer: list[DeadLetter] = []
+        self._dead_bytes = 0  # buffered plus being written
+        self._dead_max_bytes = dead_letter_max_bytes
+        self._dead_space = asyncio.Event()
+        self._dead_space.set()
+        self._dead_wake = asyncio.Event()
+        self._dead_dir = dead_letter_dir
+        self._final_flush_seconds = final_flush_seconds
+        self._unbounded = False  # shutting down: everything accepted must be kept
+        self._dead_pool = DaemonThreadPool(3, "dead-letters")
         self._dead_flush_seconds = dead_letter_flush_seconds
         self._shutdown_timeout = shutdown_timeout
         self._undelivered = 0
+        self._local = 0
+        self._lost = 0
+        self._local_file: str | None = None
+        publisher.set_rejected_listener(self._dead_wake.set)
         self._health = health or Health()
         self._health.register("source", SOURCE_SILENCE_SECONDS)
         self._health.register("publisher", PUBLISHER_STALL_SECONDS)
 
     async def run(self, stop: asyncio.Event) -> ProducerSummary:
         """Run until ``stop`` is set, then flush everything; raises if a stage fails."""
-        await self._publisher.start()
+        if not await self._start(stop):
+            return self.summary()
         reader = asyncio.create_task(self._read(stop), name="producer-read")
         encoder = asyncio.create_task(self._encode(), name="producer-encode")
         dead = asyncio.create_task(self._background(), name="producer-background")
         stopper = asyncio.create_task(stop.wait())
+        done: set[asyncio.Task[Any]] = set()
         try:
             done, _ = await asyncio.wait(
                 {reader, encoder, dead, stopper}, return_when=asyncio.FIRST_COMPLETED
@@ -99,30 +149,87 @@ class ProducerService:
             for task in done - {stopper}:
                 task.result()  # a failed stage raises here, in its owner
             stop.set()
+            self._release_backpressure()
             await reader
             await self._queue.join()  # every accepted message is encoded before the final flush
         finally:
             stop.set()
-            for task in (reader, encoder, dead, stopper):
+            self._release_backpressure()
+            stages = (reader, encoder, dead, stopper)
+            for task in stages:
                 task.cancel()
-            await asyncio.gather(reader, encoder, dead, stopper, return_exceptions=True)
+            results = await asyncio.gather(*stages, return_exceptions=True)
+            for task, result in zip(stages, results, strict=True):
+                if task not in done and isinstance(result, Exception):
+                    log.error("%s failed: %r", task.get_name(), result, exc_info=result)
             await self._shutdown()
         return self.summary()
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Start the publisher unless ``stop`` comes first (Kinesis may hang at start too)."""
+        start = asyncio.create_task(self._publisher.start(), name="publisher-start")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (start, stopper):
+            task.cancel()
+        await asyncio.gather(start, stopper, return_exceptions=True)
+        if start.cancelled():
+            log.warning("stopped before the publisher started (Kinesis unreachable?)")
+            return False
+        start.result()
+        return True
+
+    def _release_backpressure(self) -> None:
+        # Shutting down, a full buffer must not stop the last messages from being kept:
+        # the websocket queue bounds what is still to come.
+        self._unbounded = True
+        self._dead_space.set()
+        self._publisher.release_backpressure()
 
     async def _shutdown(self) -> None:
         undelivered = await self._publisher.close(self._shutdown_timeout)
         if undelivered:
-            self._undelivered = sum(entry.user_records for entry in undelivered)
+            count = sum(item.entry.user_records for item in undelivered)
+            self._undelivered += count
+            unknown = sum(item.entry.user_records for item in undelivered if item.outcome_unknown)
             log.error(
-                "%d records not delivered to Kinesis before shutdown; kept as dead letters",
-                self._undelivered,
+                "%d records not delivered to Kinesis before shutdown (%d in requests with an "
+                "unknown outcome); kept as dead letters for `crypto-live redrive`",
+                count,
+                unknown,
             )
             now = _now_us()
-            self._dead_buffer.extend(
-                DeadLetter(entry.data, "not delivered to Kinesis before shutdown", now)
-                for entry in undelivered
+            self._buffer_dead([item.dead_letter(now) for item in undelivered])
+        await self._final_flush()
+        self._dead_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _final_flush(self) -> None:
+        """Write the dead letters to S3 within a deadline, else to a local file."""
+        if not self._dead_buffer:
+            return
+        try:
+            if await asyncio.wait_for(self._flush_dead_letters(), self._final_flush_seconds):
+                return
+        except TimeoutError:
+            log.error("dead letters not written to S3 within %.1fs", self._final_flush_seconds)
+        letters, self._dead_buffer = self._dead_buffer, []
+        for directory in (self._dead_dir, Path(tempfile.gettempdir())):
+            try:
+                path = write_local_dead_letters(directory, DEAD_LETTER_SOURCE, letters)
+            except OSError as err:
+                log.error("dead letters not written to %s: %s", directory, err)
+                continue
+            self._local, self._local_file = len(letters), str(path)
+            log.error(
+                "S3 unreachable: %d dead letters written to local file %s; "
+                "put them back with `crypto-live redrive --file %s`",
+                len(letters),
+                path,
+                path,
             )
-        await self._flush_dead_letters()
+            return
+        self._lost = len(letters)
+        log.critical("%d dead letters LOST: neither S3 nor a local file took them", self._lost)
 
     def summary(self) -> ProducerSummary:
         value = self._metrics.value
@@ -135,6 +242,9 @@ class ProducerService:
             put_requests=int(value(Counters.PUT_REQUESTS)),
             retries=int(value(Counters.PUT_RETRIES)),
             undelivered=self._undelivered,
+            dead_letters_local=self._local,
+            dead_letters_lost=self._lost,
+            local_file=self._local_file,
         )
 
     async def _read(self, stop: asyncio.Event) -> None:
@@ -156,47 +266,105 @@ class ProducerService:
         parsed = message.parsed if isinstance(message, WireMessage) else message
         records, rejected = validate_message(parsed, received_at)
         for reject in rejected:
-            self._reject(_dead_letter_raw(message, reject), reject.reason, received_at)
+            await self._reject(_dead_letter_raw(message, reject), reject.reason, received_at)
         for record in records:
             try:
                 data = self._codec.encode(record)
                 await self._publisher.add(record["symbol"], data)
             except (EncodeError, RecordTooLargeError) as err:
-                self._reject(json.dumps(record).encode(), str(err), received_at)
+                await self._reject(json.dumps(record).encode(), str(err), received_at)
                 continue
             self._metrics.inc(Counters.RECORDS_VALID)
 
-    def _reject(self, raw: bytes, reason: str, received_at: int) -> None:
+    async def _reject(self, raw: bytes, reason: str, received_at: int) -> None:
         log.warning("rejected message: %s", reason, extra={"reason": reason})
         self._metrics.inc(Counters.RECORDS_REJECTED)
-        self._dead_buffer.append(DeadLetter(raw, reason, received_at))
+        while self._dead_bytes >= self._dead_max_bytes and not self._unbounded:
+            self._dead_space.clear()
+            self._dead_wake.set()
+            await self._dead_space.wait()
+        self._buffer_dead([DeadLetter(raw, reason, received_at)])
+
+    def _buffer_dead(self, letters: list[DeadLetter]) -> None:
+        self._dead_buffer.extend(letters)
+        self._dead_bytes += sum(len(letter.raw) for letter in letters)
+        if self._dead_bytes >= self._dead_max_bytes // 2:
+            self._dead_wake.set()
+
+    def _take_rejected(self) -> None:
+        """Move what Kinesis refused for good into the dead letters, while there is room."""
+        if self._dead_bytes >= self._dead_max_bytes and not self._unbounded:
+            return
+        refused = self._publisher.take_rejected()
+        if refused:
+            self._undelivered += sum(item.entry.user_records for item in refused)
+            now = _now_us()
+            self._buffer_dead([item.dead_letter(now) for item in refused])
 
     async def _background(self) -> None:
-        """Dead-letter flushes, and the publisher's liveness: progress, or nothing to do."""
-        next_flush = time.monotonic() + self._dead_flush_seconds
+        """Dead-letter flushes (every few seconds, sooner when the buffer fills), and the
+        publisher's liveness: progress, or nothing to do."""
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time() + self._dead_flush_seconds
+        retry_at = 0.0
+        next_beat = 0.0
         last_put = -1.0
         while True:
-            await asyncio.sleep(1.0)
-            put = self._metrics.value(Counters.RECORDS_PUT)
-            if put != last_put or self._publisher.buffered_records == 0:
-                self._health.beat("publisher")
-            last_put = put
-            if time.monotonic() >= next_flush:
-                next_flush = time.monotonic() + self._dead_flush_seconds
-                await self._flush_dead_letters()
+            with contextlib.suppress(TimeoutError):
+                wake_at = min(next_flush, next_beat)
+                if self._dead_bytes >= self._dead_max_bytes // 2:
+                    wake_at = min(wake_at, retry_at)
+                timeout = min(1.0, max(0.0, wake_at - loop.time()))
+                await asyncio.wait_for(self._dead_wake.wait(), timeout)
+            self._dead_wake.clear()
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + 1.0
+                put = self._metrics.value(Counters.RECORDS_PUT)
+                if put != last_put or self._publisher.buffered_records == 0:
+                    self._health.beat("publisher")
+                last_put = put
+            self._take_rejected()
+            due = now >= next_flush
+            urgent = self._dead_bytes >= self._dead_max_bytes // 2 and now >= retry_at
+            if due:
+                next_flush = now + self._dead_flush_seconds
+            if self._dead_buffer and (due or urgent) and not await self._flush_dead_letters():
+                retry_at = loop.time() + min(1.0, self._dead_flush_seconds)
 
-    async def _flush_dead_letters(self) -> None:
-        if not self._dead_buffer:
-            return
-        batch, self._dead_buffer = self._dead_buffer, []
-        try:
-            key = await asyncio.to_thread(self._dead_letters.put, DEAD_LETTER_SOURCE, batch)
-        except Exception as err:  # noqa: BLE001 - whatever failed, keep them and retry later
-            log.error("dead letters not written, will retry: %s", err)
-            self._dead_buffer[:0] = batch
-            return
-        self._metrics.inc(Counters.DEAD_LETTERS, len(batch))
-        log.info("wrote %d dead letters to %s", len(batch), key)
+    async def _flush_dead_letters(self) -> bool:
+        """Write the buffered dead letters to S3, one object per kind; False if one failed
+        (its letters stay buffered for the next try)."""
+        while self._dead_buffer:
+            batch, self._dead_buffer = _split_kind(self._dead_buffer)
+            name = None
+            if batch[0].put_entry is not None:  # undelivered records: objects of their own
+                name = f"undelivered-{batch[0].received_at}-{uuid.uuid4().hex[:12]}"
+            try:
+                key = await self._dead_pool.run(
+                    self._dead_letters.put, DEAD_LETTER_SOURCE, batch, name
+                )
+            except asyncio.CancelledError:
+                self._dead_buffer = batch + self._dead_buffer  # outcome unknown: keep them
+                raise
+            except Exception as err:  # noqa: BLE001 - whatever failed, keep them and retry later
+                log.error("dead letters not written, will retry: %s", err)
+                self._dead_buffer = batch + self._dead_buffer
+                return False
+            self._dead_bytes -= sum(len(letter.raw) for letter in batch)
+            if self._dead_bytes < self._dead_max_bytes:
+                self._dead_space.set()
+            self._metrics.inc(Counters.DEAD_LETTERS, len(batch))
+            log.info("wrote %d dead letters to %s", len(batch), key)
+        return True
+
+
+def _split_kind(letters: list[DeadLetter]) -> tuple[list[DeadLetter], list[DeadLetter]]:
+    """(the letters of the first one's kind, the others): undelivered records and bad input
+    go to separate objects, so `redrive` can move whole objects."""
+    kind = letters[0].put_entry is None
+    same = [letter for letter in letters if (letter.put_entry is None) == kind]
+    return same, [letter for letter in letters if (letter.put_entry is None) != kind]
 
 
 def _dead_letter_raw(message: Any, reject: Rejected) -> bytes:

@@ -67,7 +67,8 @@ Launch = Callable[[Path], ServiceProcess]  # starts a service, logging to the gi
 class ExchangeThread:
     """A scripted SimulatedExchange on its own event loop, for producers run as processes."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        self._options = {"autotick": False, "seed": SEED, **options}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.exchange: SimulatedExchange
@@ -76,7 +77,7 @@ class ExchangeThread:
         self._thread.start()
 
         async def start() -> SimulatedExchange:
-            exchange = SimulatedExchange(autotick=False, seed=SEED)
+            exchange = SimulatedExchange(**self._options)
             await exchange.start()
             return exchange
 

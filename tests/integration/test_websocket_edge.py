@@ -203,3 +203,23 @@ def test_healthz_is_unhealthy_while_the_websocket_is_down(
             assert producer.terminate() == 0
     failed = [m for m in producer.messages() if m.startswith("websocket connect failed")]
     assert failed and "next attempt in" in failed[0]
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_right_after_a_burst_hands_on_every_frame_on_the_wire(
+    aws_settings: Settings, aws: AwsClients, tmp_path: Path
+) -> None:
+    """At SIGTERM the producer closes the socket and still reads what the server sent before
+    it saw the close frame: those frames were delivered, so they reach Kinesis."""
+    settings = provisioned(aws_settings, aws, 2)
+    burst = [payload(i) for i in range(5_000)]
+    with (
+        ExchangeThread() as exchange,
+        launch_producer(settings, exchange.exchange.url, tmp_path / "producer.log") as producer,
+    ):
+        exchange.wait_for_connections(1)
+        exchange.send([envelope(data) for data in burst])
+        code = producer.terminate()
+    assert code == 0
+    records = stream_records(aws, settings)
+    assert sorted(map(comparable, records)) == sorted(map(as_record, burst))

@@ -18,6 +18,7 @@ from consumers.deaggregation import DeaggregationError, UserRecord, deaggregate
 from consumers.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
 from consumers.processor import ShardProcessor
 from consumers.records import ConsumedRecord, Position, UndecodableRecord
+from consumers.threads import in_thread
 from crypto_live.errors import CryptoLiveError
 from crypto_live.metrics import Counters, Histograms, Metrics
 from producer.retry import Backoff
@@ -49,9 +50,7 @@ class LeaseHandle:
             if self.lost:
                 raise LeaseLostError(f"lease {self.lease.shard_id} lost")
             try:
-                self.lease = await asyncio.to_thread(
-                    self.store.checkpoint, self.lease, checkpoint, sub
-                )
+                self.lease = await in_thread(self.store.checkpoint, self.lease, checkpoint, sub)
             except LeaseLostError:
                 self.lost = True
                 raise
@@ -61,9 +60,7 @@ class LeaseHandle:
             if self.lost:
                 return
             try:
-                self.lease = await asyncio.to_thread(
-                    self.store.renew, self.lease, self.millis_behind
-                )
+                self.lease = await in_thread(self.store.renew, self.lease, self.millis_behind)
             except LeaseLostError:
                 self.lost = True
                 log.warning("lost lease %s", self.lease.shard_id)
@@ -144,7 +141,7 @@ class ShardReader:
                 return Outcome.STOPPED
             started = time.monotonic()
             try:
-                response = await asyncio.to_thread(
+                response = await in_thread(
                     self._kinesis.get_records, ShardIterator=iterator, Limit=self._config.limit
                 )
             except ClientError as err:
@@ -234,7 +231,7 @@ class ShardReader:
             for user in users:
                 self._decode_user(user, arrival, skip, out, bad)
         if bad:
-            await asyncio.to_thread(self._dead_letters, bad)
+            await in_thread(self._dead_letters, bad)
         return out
 
     def _decode_user(
@@ -279,14 +276,14 @@ class ShardReader:
             f"checkpoint {position}" if position else lease.checkpoint,
             extra={"shard_id": lease.shard_id},
         )
-        response = await asyncio.to_thread(self._kinesis.get_shard_iterator, **params)
+        response = await in_thread(self._kinesis.get_shard_iterator, **params)
         return str(response["ShardIterator"])
 
     async def _iterator_after_last_read(self, lease: Lease) -> str:
         """After an expired iterator: continue after what was read, never from the start."""
         if self._last_read is None:
             return await self._iterator(self._handle.lease)
-        response = await asyncio.to_thread(
+        response = await in_thread(
             self._kinesis.get_shard_iterator,
             StreamName=self._stream,
             ShardId=lease.shard_id,

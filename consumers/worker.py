@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from consumers.leases import Lease, LeaseLostError, LeaseStore
 from consumers.processor import ProcessorFactory
 from consumers.records import UndecodableRecord
 from consumers.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from consumers.threads import in_thread
 from crypto_live.aws import list_shards
 from crypto_live.metrics import Metrics
 from schemas.codec import SingleObjectCodec
@@ -97,11 +98,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Coordinate until ``stop``; then stop readers, checkpoint, release leases."""
-        await asyncio.to_thread(self._store.ensure_table)
+        await in_thread(self._store.ensure_table)
         log.info("worker %s starting on %s", self.worker_id, self._stream)
         try:
             while not stop.is_set():
-                await self._cycle()
+                await _unless_stopped(self._cycle(), stop)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
         finally:
@@ -115,7 +116,7 @@ class Worker:
             for owned in list(self._owned.values()):
                 await owned.handle.renew()
             await self._reap()
-            leases = await asyncio.to_thread(self._store.list_leases)
+            leases = await in_thread(self._store.list_leases)
         except (BotoCoreError, ClientError) as err:
             log.warning("lease cycle failed, retrying next cycle: %s", err)
             return
@@ -142,7 +143,7 @@ class Worker:
         self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
-        shards = await asyncio.to_thread(list_shards, self._kinesis, self._stream)
+        shards = await in_thread(list_shards, self._kinesis, self._stream)
         known = {shard["ShardId"] for shard in shards}
         for shard in shards:
             ending = shard["SequenceNumberRange"].get("EndingSequenceNumber")
@@ -157,11 +158,11 @@ class Worker:
             )
             start = "TRIM_HORIZON" if parents else self._config.initial_position
             if shard["ShardId"] not in self._leases:
-                await asyncio.to_thread(self._store.create, shard["ShardId"], parents, start)
+                await in_thread(self._store.create, shard["ShardId"], parents, start)
 
     async def _take(self, lease: Lease, *, stolen: bool = False) -> None:
         try:
-            taken = await asyncio.to_thread(self._store.take, lease, self.worker_id)
+            taken = await in_thread(self._store.take, lease, self.worker_id)
         except LeaseLostError:
             return  # someone else was faster
         except (BotoCoreError, ClientError) as err:
@@ -213,7 +214,7 @@ class Worker:
                 continue
             if outcome is Outcome.SHARD_END:
                 self._leases[shard_id] = owned.handle.lease
-                await asyncio.to_thread(self._release, owned.handle)
+                await in_thread(self._release, owned.handle)
 
     def _release(self, handle: LeaseHandle) -> None:
         try:
@@ -235,7 +236,30 @@ class Worker:
         for item in owned:
             if item.task.done() and not item.task.cancelled() and item.task.exception():
                 log.error("reader failed: %s", item.task.exception())
-            if not item.handle.lost:
-                await asyncio.to_thread(self._release, item.handle)
+        releases = [in_thread(self._release, o.handle) for o in owned if not o.handle.lost]
+        if releases:
+            # Releasing only saves the next owner the failover wait: never wait long for it
+            # (a partitioned lease table would hold the exit for every call's timeouts).
+            _, unreleased = await asyncio.wait(
+                [asyncio.ensure_future(release) for release in releases],
+                timeout=max(1.0, self._config.renew_seconds),
+            )
+            if unreleased:
+                log.warning("%d leases not released; they expire instead", len(unreleased))
         self._owned.clear()
-        log.info("worker %s stopped, leases released", self.worker_id)
+        log.info("worker %s stopped", self.worker_id)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` until it ends or ``stop`` is set, whichever comes first: a lease cycle
+    hanging on an unreachable lease table must not hold up a SIGTERM."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -29,6 +29,7 @@ from crypto_live.metrics import Counters, Gauges, Histograms, Metrics
 log = logging.getLogger(__name__)
 
 DEFAULT_TAKE: Final = 4  # updates per round, as many as the writer runs at once by default
+JOIN_SECONDS: Final = 2.0  # at shutdown, how long to wait for the write in flight
 
 
 @dataclass(slots=True)
@@ -205,11 +206,14 @@ class LatestPump:
         self._thread = threading.Thread(target=self._run, name="latest-pump", daemon=True)
         self._thread.start()
 
-    def join(self) -> None:
-        """Wait for the thread, after ``book.close()`` (and closing the writer, which ends a
-        write in flight at once). Waiting updates stay unwritten and un-checkpointed, so the
-        shards' next owners write them."""
-        self._thread.join()
+    def join(self, timeout: float = JOIN_SECONDS) -> None:
+        """Wait for the thread, after ``book.close()`` (and closing the writer, which ends its
+        retries at once). Waiting updates stay unwritten and un-checkpointed, so the shards'
+        next owners write them. A write hanging on a partitioned network is not waited for
+        past ``timeout``: the thread is a daemon, and that write's batch is not checkpointed."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("a latest-table write is still in flight; leaving it")
 
     def _run(self) -> None:
         while (entries := self.book.take(self._take)) is not None:

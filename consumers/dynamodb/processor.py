@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -13,6 +12,7 @@ from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_it
 from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
 from consumers.dynamodb.writer import DynamoDbSinkWriter
 from consumers.records import ConsumedRecord, Position
+from consumers.threads import in_thread
 from crypto_live.metrics import Histograms, Metrics
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class DynamoDbProcessor:
             history_item(consumed.record, self._retention_ttl_days) for consumed in records
         )
         updates = coalesce_latest(consumed.record for consumed in records)
-        await asyncio.to_thread(self._writer.write_history, items)
+        await in_thread(self._writer.write_history, items)
         if self._metrics is not None:
             self._metrics.observe_ages(
                 Histograms.HISTORY_DURABLE_SECONDS, (int(r.record["received_at"]) for r in records)
@@ -70,7 +70,7 @@ class DynamoDbProcessor:
         self._batch += 1
         self._ends.append((self._batch, records[-1].position))
         self._book.offer(self._shard_id, self._batch, updates)
-        await asyncio.to_thread(
+        await in_thread(
             self._book.wait_clear,
             self._shard_id,
             self._batch,
@@ -91,14 +91,12 @@ class DynamoDbProcessor:
 
     async def shard_ended(self) -> Position | None:
         """Wait for every latest update of the shard: SHARD_END must cover everything."""
-        await asyncio.to_thread(self._book.wait_clear, self._shard_id, self._batch, None)
+        await in_thread(self._book.wait_clear, self._shard_id, self._batch, None)
         return self._safe()
 
     async def shutdown(self) -> Position | None:
         """Give waiting latest updates a moment, then return what is safe."""
-        await asyncio.to_thread(
-            self._book.wait_clear, self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS
-        )
+        await in_thread(self._book.wait_clear, self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS)
         return self._safe()
 
     def abandon(self) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumers.dynamodb.items import Item, LatestUpdate, chunk, history_key
+from consumers.threads import DaemonThreadPool
 from crypto_live.errors import CryptoLiveError
 from crypto_live.metrics import Counters, Histograms, Metrics
 from producer.retry import Backoff
@@ -105,7 +106,8 @@ class DynamoDbWriter:
         self._give_up_after = give_up_after
         self._clock = clock
         self._closed = threading.Event()
-        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="dynamodb-writer")
+        # Daemon threads: a request hanging on a partitioned network never holds up the exit.
+        self._pool = DaemonThreadPool(max_in_flight, "dynamodb-writer")
 
     # -- the sink interface --------------------------------------------------------------
 
@@ -121,12 +123,13 @@ class DynamoDbWriter:
         self._run_all([partial(self._update_one, update, deadline) for update in updates])
 
     def close(self) -> None:
-        """Stop retrying, drop queued requests, wait for the ones in flight (idempotent)."""
+        """Stop retrying and drop queued requests (idempotent). A request in flight is not
+        waited for: it may hang for its timeouts on a partitioned network, and its batch is
+        not checkpointed either way."""
         self._closed.set()
-        # Not cancel_futures=True: futures cancelled that way never wake a wait() on them, so
-        # a batch being written would hang its thread (and shutdown) forever. Queued requests
-        # end at once instead, raising in _retrying now that the writer is closed.
-        self._pool.shutdown(wait=True)
+        # Not cancel_futures=True: futures cancelled that way never wake a wait() on them.
+        # Queued requests end at once instead, raising in _retrying now that it is closed.
+        self._pool.shutdown(wait=False)
 
     # -- one AWS call each ---------------------------------------------------------------
 

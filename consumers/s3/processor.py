@@ -7,7 +7,6 @@ same batches as a run that never stopped, rewriting identical objects under iden
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from consumers.s3.batching import (
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.keys import object_key
 from consumers.s3.writer import BatchWriter
+from consumers.threads import in_thread
 from crypto_live.metrics import Counters, Metrics
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class S3Processor:
         durable: Position | None = None
         while self._unwritten:
             batch = self._unwritten[0]
-            await asyncio.to_thread(self._write, batch)
+            await in_thread(self._write, batch)
             self._unwritten.popleft()
             durable = batch.last
         return durable

@@ -55,7 +55,11 @@ def test_producer_process_flushes_everything_on_sigterm(
         exchange.terminate()
     assert code == 0
     assert stopped_in < 20
-    assert health["status"] == "ok" and set(health["seconds_since_beat"]) == {"source", "publisher"}
+    assert health["status"] == "ok" and set(health["seconds_since_beat"]) == {
+        "source",
+        "publisher",
+        "websocket",
+    }
     received = re.search(r'crypto_live_messages_received_total\{service="producer"\} (\S+)', scrape)
     assert received and float(received.group(1)) > 0
     assert "crypto_live_put_seconds_bucket" in scrape

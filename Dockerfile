@@ -16,6 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && pip install --only-binary=:all: -r requirements.txt
+COPY core ./core
 COPY crypto_live ./crypto_live
 COPY producer ./producer
 COPY consumers ./consumers

@@ -39,11 +39,11 @@ from consumers.dynamodb.items import (
     history_key,
     ticker_attributes,
 )
-from consumers.records import ConsumedRecord, Position
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from consumers.engine.records import ConsumedRecord, Position
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings, load_settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings, load_settings
 from schemas.record import MiniTicker
 
 

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from bench.common import MotoProcess, machine, moto_process, reset_account, save_results
 from bench.report import Row
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters, Histograms, Metrics
+from core.settings import load_settings
 from crypto_live.embedded import DUMMY_CREDENTIALS, _free_port
-from crypto_live.metrics import Counters, Histograms, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import load_settings
 
 SINKS = ("dynamodb", "s3")
 DYNAMODB_TARGET_P99 = 1.5

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bench.common import bench_parser, frames, machine, moto_server, save_results
-from crypto_live.aws import AwsClients
-from crypto_live.dead_letters import MemoryDeadLetterStore
-from crypto_live.metrics import Counters, Metrics
+from core.aws import AwsClients
+from core.dead_letters import MemoryDeadLetterStore
+from core.metrics import Counters, Metrics
+from core.settings import load_settings
 from crypto_live.provision import provision
-from crypto_live.settings import load_settings
 from producer.aggregation import ShardAggregator
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import Publisher

@@ -30,13 +30,13 @@ from bench.common import (
     save_results,
 )
 from bench.common import frames as symbol_frames
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import load_settings
 from crypto_live.embedded import DUMMY_CREDENTIALS
 from crypto_live.exchange.price_walk import MarketSimulator
 from crypto_live.exchange.server import SimulatedExchange
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import load_settings
 
 SHARDS = 4
 ALL_MARKET_SYMBOLS = 2_000

@@ -29,14 +29,14 @@ from bench.common import (
     reset_account,
     save_results,
 )
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.processor import S3ProcessorFactory
 from consumers.s3.writer import BatchWriter, MemoryBatchWriter, S3BatchWriter
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import load_settings
 from crypto_live.provision import provision
-from crypto_live.settings import load_settings
 
 RECORDS = 100_000
 QUICK_RECORDS = 5_000

@@ -38,11 +38,11 @@ from bench.common import (
     reset_account,
     save_results,
 )
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters
+from core.settings import load_settings
 from crypto_live.embedded import DUMMY_CREDENTIALS
-from crypto_live.metrics import Counters
 from crypto_live.provision import provision
-from crypto_live.settings import load_settings
 
 SHARDS = 4
 WORKERS = (1, 2, 4)

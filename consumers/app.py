@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from consumers.leases import DynamoLeaseStore
-from consumers.processor import ProcessorFactory
-from consumers.records import UndecodableRecord
-from consumers.worker import Worker, WorkerConfig
-from crypto_live.aws import AwsClients
-from crypto_live.dead_letters import DeadLetter, S3DeadLetterStore
-from crypto_live.health import Health
-from crypto_live.metrics import Counters, Metrics
-from crypto_live.settings import Settings
+from consumers.engine.leases import DynamoLeaseStore
+from consumers.engine.processor import ProcessorFactory
+from consumers.engine.records import UndecodableRecord
+from consumers.engine.worker import Worker, WorkerConfig
+from core.aws import AwsClients
+from core.dead_letters import DeadLetter, S3DeadLetterStore
+from core.health import Health
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from schemas.codec import default_codec
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def lease_table_name(settings: Settings, kind: ConsumerKind) -> str:
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
-    from consumers.shard_reader import ReaderConfig
+    from consumers.engine.shard_reader import ReaderConfig
 
     return WorkerConfig(
         failover_seconds=settings.failover_seconds,

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
+from core.errors import ConfigError, CryptoLiveError, SourceUnavailableError
+from core.logs import configure_logging
+from core.settings import Settings, load_settings
 from crypto_live.commands import discover
-from crypto_live.errors import ConfigError, CryptoLiveError, SourceUnavailableError
-from crypto_live.logs import configure_logging
-from crypto_live.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def run_until_signalled(
 
 
 def _provision(settings: Settings) -> int:
-    from crypto_live.aws import AwsClients
+    from core.aws import AwsClients
     from crypto_live.provision import provision
 
     clients = AwsClients(settings)
@@ -100,8 +100,8 @@ def _provision(settings: Settings) -> int:
 
 
 def _producer(settings: Settings) -> int:
-    from crypto_live.health import Health, serve_service
-    from crypto_live.metrics import Metrics
+    from core.health import Health, serve_service
+    from core.metrics import Metrics
     from producer.app import run_producer
 
     metrics, health = Metrics("producer"), Health()
@@ -113,8 +113,8 @@ def _producer(settings: Settings) -> int:
 
 def _consume(settings: Settings, kind: str) -> int:
     from consumers.app import ConsumerKind, run_consumer
-    from crypto_live.health import Health, serve_service
-    from crypto_live.metrics import Metrics
+    from core.health import Health, serve_service
+    from core.metrics import Metrics
 
     consumer_kind = cast(ConsumerKind, kind)
     metrics, health = Metrics(f"consumer-{kind}"), Health()

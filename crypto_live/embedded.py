@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from crypto_live.errors import ConfigError, CryptoLiveError
+from core.errors import ConfigError, CryptoLiveError
 
 log = logging.getLogger(__name__)
 

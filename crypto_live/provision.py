@@ -10,9 +10,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from crypto_live.aws import AwsClients
-from crypto_live.errors import CryptoLiveError
-from crypto_live.settings import Settings
+from core.aws import AwsClients
+from core.errors import CryptoLiveError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

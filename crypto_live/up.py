@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.health import Health, serve_service
+from core.logs import configure_logging
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.embedded import EmbeddedAws, use_dummy_credentials
-from crypto_live.health import Health, serve_service
-from crypto_live.logs import configure_logging
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 
 log = logging.getLogger(__name__)
 

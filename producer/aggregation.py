@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from aws_kinesis_agg.aggregator import AggRecord, RecordAggregator
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 from producer.shard_map import ShardMap
 
 MAX_RECORD_BYTES: Final = 1024 * 1024  # Kinesis: data + partition key of one record

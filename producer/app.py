@@ -6,11 +6,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from crypto_live.aws import AwsClients
-from crypto_live.dead_letters import S3DeadLetterStore
-from crypto_live.health import Health
-from crypto_live.metrics import Metrics
-from crypto_live.settings import Settings
+from core.aws import AwsClients
+from core.dead_letters import S3DeadLetterStore
+from core.health import Health
+from core.metrics import Metrics
+from core.settings import Settings
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import Publisher
 from producer.service import ProducerService, ProducerSummary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from crypto_live.aws import list_shards
+from core.aws import list_shards
 from producer.aggregation import PutEntry
 from producer.shard_map import ShardMap
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crypto_live.errors import CryptoLiveError
-from crypto_live.metrics import Counters, Gauges, Histograms, Metrics
+from core.backoff import Backoff
+from core.errors import CryptoLiveError
+from core.metrics import Counters, Gauges, Histograms, Metrics
 from producer.aggregation import PutEntry, ShardAggregator, plan_requests
 from producer.daemon_pool import DaemonThreadPool
 from producer.kinesis import StreamWriter
 from producer.retry import (
-    Backoff,
     PutResultMismatchError,
     is_permanent_request_error,
     permanent_failures,

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crypto_live.dead_letters import DeadLetter, parse_dead_letter_line
+from core.backoff import Backoff
+from core.dead_letters import DeadLetter, parse_dead_letter_line
 from producer.aggregation import PutEntry, plan_requests
 from producer.kinesis import StreamWriter
 from producer.retry import (
-    Backoff,
     PutResultMismatchError,
     is_permanent_request_error,
     permanent_failures,

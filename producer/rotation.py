@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.retry import Backoff
+from core.backoff import Backoff
 
 # A connection that stayed up this long, or delivered a frame, was a good one: its end is
 # followed by an immediate reconnect. Shorter-lived, frameless ones count as failures.

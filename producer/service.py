@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from crypto_live.dead_letters import DeadLetter, DeadLetterStore, write_local_dead_letters
-from crypto_live.health import Health
-from crypto_live.metrics import Counters, Gauges, Metrics
+from core.dead_letters import DeadLetter, DeadLetterStore, write_local_dead_letters
+from core.health import Health
+from core.metrics import Counters, Gauges, Metrics
 from producer.aggregation import RecordTooLargeError
 from producer.daemon_pool import DaemonThreadPool
 from producer.publisher import Publisher

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 
 MAX_HASH_KEY: Final = 2**128 - 1
 _CACHE_LIMIT: Final = 4096

@@ -14,11 +14,11 @@ from typing import Any, Final
 
 from binance.ws.streams import BinanceSocketManager
 
-from crypto_live.errors import SourceUnavailableError
-from crypto_live.health import Health
-from crypto_live.metrics import Counters, Histograms, Metrics
-from crypto_live.settings import DEFAULT_BINANCE_STREAM_URL
-from producer.retry import Backoff
+from core.backoff import Backoff
+from core.errors import SourceUnavailableError
+from core.health import Health
+from core.metrics import Counters, Histograms, Metrics
+from core.settings import DEFAULT_BINANCE_STREAM_URL
 from producer.rotation import OverlapFilter, ReconnectPolicy, RotationPlan, event_key
 from producer.validation import UnparsedMessage
 from producer.websocket import CONNECT_ERRORS, Link, combined_stream_url, open_link

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crypto_live.errors import ConfigError
+from core.errors import ConfigError
 
 _STREAM = re.compile(r"^(?:[a-z0-9]{1,20}@miniTicker|!miniTicker@arr)$")
 

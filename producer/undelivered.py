@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from crypto_live.dead_letters import DeadLetter
+from core.dead_letters import DeadLetter
 from producer.aggregation import PutEntry
 
 UNDELIVERED_PREFIX: Final = "undelivered to Kinesis: "

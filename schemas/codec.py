@@ -12,19 +12,21 @@ from typing import Any, Final
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from crypto_live.errors import CryptoLiveError
-
 MAGIC: Final = b"\xc3\x01"
 HEADER_SIZE: Final = len(MAGIC) + 8
 SCHEMA_DIR: Final = Path(__file__).parent
 DEFAULT_SCHEMA: Final = "crypto_live.v1.MiniTicker"
 
 
-class DecodeError(CryptoLiveError):
+class SchemaError(Exception):
+    """Base of the errors of schemas/, which imports nothing else of ours."""
+
+
+class DecodeError(SchemaError):
     """Bytes that cannot be decoded: bad marker, unknown fingerprint or corrupt body."""
 
 
-class EncodeError(CryptoLiveError):
+class EncodeError(SchemaError):
     """A record that does not match the writer schema."""
 
 
@@ -72,7 +74,7 @@ class SchemaRegistry:
         try:
             return self._by_name[name]
         except KeyError:
-            raise CryptoLiveError(f"no schema named {name!r} in the registry") from None
+            raise SchemaError(f"no schema named {name!r} in the registry") from None
 
     def __len__(self) -> int:
         return len(self._by_fingerprint)

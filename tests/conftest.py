@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.settings import Settings, load_settings
 from crypto_live.embedded import DUMMY_CREDENTIALS, moto_process, reset_moto
-from crypto_live.settings import Settings, load_settings
 
 # boto3 must never find real credentials or config in tests.
 for _name, _value in DUMMY_CREDENTIALS.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.deaggregation import deaggregate
+from consumers.engine.deaggregation import deaggregate
 from schemas.codec import default_codec
 
 

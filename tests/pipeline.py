@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import publish_records
 from schemas.record import iso_timestamp

@@ -24,7 +24,7 @@ from typing import Final
 
 from consumers.dynamodb.items import LatestUpdate
 from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, DynamoDbSinkWriter
-from crypto_live.metrics import Counters, Gauges, Histograms, Metrics
+from core.metrics import Counters, Gauges, Histograms, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Final
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
 from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
 from consumers.dynamodb.writer import DynamoDbSinkWriter
-from consumers.records import ConsumedRecord, Position
-from consumers.threads import in_thread
-from crypto_live.metrics import Histograms, Metrics
+from consumers.engine.records import ConsumedRecord, Position
+from consumers.engine.threads import in_thread
+from core.metrics import Histograms, Metrics
 
 log = logging.getLogger(__name__)
 

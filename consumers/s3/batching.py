@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 from consumers.s3.format import JsonlGzipFormat
 
 DEFAULT_MAX_ROWS: Final = 1000

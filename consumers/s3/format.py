@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from consumers.records import ConsumedRecord
+from consumers.engine.records import ConsumedRecord
 from schemas.record import FIELD_ORDER
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from consumers.processor import ProcessorFactory
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.processor import ProcessorFactory
+from consumers.engine.records import ConsumedRecord, Position
+from consumers.engine.threads import in_thread
 from consumers.s3.batching import (
     DEFAULT_GRACE_MS,
     DEFAULT_MAX_BYTES,
@@ -26,8 +27,7 @@ from consumers.s3.batching import (
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.keys import object_key
 from consumers.s3.writer import BatchWriter
-from consumers.threads import in_thread
-from crypto_live.metrics import Counters, Metrics
+from core.metrics import Counters, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any, Final, Protocol
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from consumers.s3.format import CONTENT_ENCODING, CONTENT_TYPE
-from crypto_live.errors import CryptoLiveError
-from crypto_live.metrics import Counters, Histograms, Metrics
-from producer.retry import Backoff
+from core.backoff import Backoff
+from core.errors import CryptoLiveError
+from core.metrics import Counters, Histograms, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 from typing import Protocol, cast
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 
 class Command(Protocol):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import cast
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 NAME = "checkpoint"
 HELP = "show or reset a consumer group's checkpoints (safe while workers run)"
@@ -29,11 +29,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from consumers.app import ConsumerKind, app_name, lease_table_name
-    from consumers.lag import group_leases, list_shards
-    from consumers.leases import DynamoLeaseStore, reset_checkpoint
-    from consumers.positions import parse_start
-    from crypto_live.aws import AwsClients
-    from crypto_live.errors import ConfigError
+    from consumers.engine.leases import DynamoLeaseStore, reset_checkpoint
+    from consumers.operations.lag import group_leases, list_shards
+    from consumers.operations.positions import parse_start
+    from core.aws import AwsClients
+    from core.errors import ConfigError
 
     kind = cast(ConsumerKind, args.consumer)
     console = Console(soft_wrap=True)

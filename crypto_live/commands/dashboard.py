@@ -9,7 +9,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 NAME = "dashboard"
 HELP = "serve the live dashboard (latest tickers, last-hour chart, shard lag) on --port"
@@ -57,7 +57,7 @@ def _is_loopback(url: str | None) -> bool:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from crypto_live.aws import AwsClients
+    from core.aws import AwsClients
     from crypto_live.dashboard.server import DashboardServer
     from crypto_live.dashboard.source import DashboardSource
     from crypto_live.embedded import use_dummy_credentials

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 NAME = "healthcheck"
 HELP = "exit 0 when the local service's /healthz answers 200 (container health checks)"
@@ -20,7 +20,7 @@ TIMEOUT_SECONDS = 4.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from crypto_live.health import DEFAULT_PORTS
+    from core.health import DEFAULT_PORTS
 
     parser.add_argument(
         "--service",
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def port_to_check(settings: Settings, service: str) -> int | None:
     """The served port from METRICS_PORT_FILE, else METRICS_PORT, else ``service``'s default."""
-    from crypto_live.health import metrics_port
+    from core.health import metrics_port
 
     if settings.metrics_port_file:
         try:

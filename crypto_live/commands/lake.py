@@ -10,7 +10,7 @@ import argparse
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -111,7 +111,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from crypto_live.aws import AwsClients
+    from core.aws import AwsClients
     from crypto_live.embedded import use_dummy_credentials
     from crypto_live.lake import LakeError
     from crypto_live.lake.jobs import JobResult

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from producer.redrive import DeadLetterFile
@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from crypto_live.aws import AwsClients
-    from crypto_live.errors import CryptoLiveError
+    from core.aws import AwsClients
+    from core.errors import CryptoLiveError
     from producer.kinesis import KinesisStreamWriter
 
     clients = AwsClients(settings)
@@ -124,8 +124,8 @@ def _redrive_bucket(settings: Settings, clients: Any, writer: Any, tally: _Tally
 
 
 def _redrive_file(settings: Settings, clients: Any, writer: Any, path: Path, tally: _Tally) -> None:
-    from crypto_live.dead_letters import S3DeadLetterStore, parse_dead_letter_line
-    from crypto_live.errors import CryptoLiveError
+    from core.dead_letters import S3DeadLetterStore, parse_dead_letter_line
+    from core.errors import CryptoLiveError
     from producer.redrive import sort_lines
     from producer.service import DEAD_LETTER_SOURCE
 

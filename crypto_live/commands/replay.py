@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any, cast
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 NAME = "replay"
 HELP = "re-read a stream range (or the S3 archive) into a sink, beside the live consumers"
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from crypto_live.errors import ConfigError
+    from core.errors import ConfigError
 
     if args.from_archive:
         return _archive(settings, args)
@@ -55,12 +55,12 @@ def _progress() -> Any:
 
 def _stream(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.app import ConsumerKind, dead_letter_writer, processor_factory
-    from consumers.lag import list_shards, shard_lag
-    from consumers.leases import Lease
-    from consumers.positions import parse_start, parse_time, window_ceil_ms
-    from consumers.replay import ReplayPlan, replay
-    from crypto_live.aws import AwsClients
-    from crypto_live.metrics import Counters, Metrics
+    from consumers.engine.leases import Lease
+    from consumers.operations.lag import list_shards, shard_lag
+    from consumers.operations.positions import parse_start, parse_time, window_ceil_ms
+    from consumers.operations.replay import ReplayPlan, replay
+    from core.aws import AwsClients
+    from core.metrics import Counters, Metrics
     from schemas.codec import default_codec
 
     kind = cast(ConsumerKind, args.consumer)
@@ -123,8 +123,8 @@ def _stream(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _archive(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.archive import archive_keys, parse_s3_url, read_archive
-    from crypto_live.aws import AwsClients
+    from consumers.operations.archive import archive_keys, parse_s3_url, read_archive
+    from core.aws import AwsClients
 
     bucket, prefix = parse_s3_url(args.from_archive)
     clients = AwsClients(settings)
@@ -154,7 +154,7 @@ def _archive(settings: Settings, args: argparse.Namespace) -> int:
 def _dynamodb_writer(settings: Settings, clients: Any) -> Any:
     from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
     from consumers.dynamodb.writer import DynamoDbWriter
-    from crypto_live.metrics import Metrics
+    from core.metrics import Metrics
 
     writer = DynamoDbWriter(
         clients.dynamodb,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 NAME = "status"
 HELP = "per consumer group and shard: owner, checkpoint, lag; exit 1 when lagging"
@@ -26,8 +26,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from consumers.app import KINDS, app_name, lease_table_name
-    from consumers.lag import group_leases, list_shards, shard_lag
-    from crypto_live.aws import AwsClients
+    from consumers.operations.lag import group_leases, list_shards, shard_lag
+    from core.aws import AwsClients
 
     console = Console(soft_wrap=True)
     clients = AwsClients(settings)

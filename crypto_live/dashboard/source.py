@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from core.settings import Settings
 from crypto_live.dashboard.views import (
     RateMeter,
     group_view,
@@ -21,7 +22,6 @@ from crypto_live.dashboard.views import (
     ticker_rows,
     totals_by_service,
 )
-from crypto_live.settings import Settings
 from schemas.record import iso_timestamp
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class DashboardSource:
 
     def _read_pipeline(self) -> dict[str, Any]:
         from consumers.app import KINDS, app_name, lease_table_name
-        from consumers.lag import group_leases
+        from consumers.operations.lag import group_leases
 
         totals, errors = self._scrape()
         rates = self._meter.update(time.monotonic(), totals) if totals else {}

@@ -126,7 +126,7 @@ class RateMeter:
 
 
 def shard_row(lease: Any, now_ms: int) -> dict[str, Any]:
-    """One shard of a consumer group from its lease (``consumers.leases.Lease``)."""
+    """One shard of a consumer group from its lease (``consumers.engine.leases.Lease``)."""
     return {
         "shard_id": lease.shard_id,
         "owner": lease.owner,

@@ -20,7 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload
 
 __all__ = [

@@ -6,7 +6,7 @@ Pure logic (``layout``, ``candles``, ``report``, ``manifest``) imports no boto3;
 
 from __future__ import annotations
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 
 
 class LakeError(CryptoLiveError):

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from crypto_live.aws import AwsClients
-from crypto_live.settings import Settings
+from core.aws import AwsClients
+from core.settings import Settings
 from tests.pipeline import (
     ServiceProcess,
     count_items,

@@ -23,8 +23,11 @@ import pytest
 from consumers.app import run_consumer
 from consumers.dynamodb.items import coalesce_latest, history_item
 from consumers.dynamodb.writer import DynamoDbWriter
-from consumers.leases import DynamoLeaseStore
-from crypto_live.aws import AwsClients
+from consumers.engine.leases import DynamoLeaseStore
+from core.aws import AwsClients
+from core.health import Health, serve
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.dashboard.server import DashboardServer
 from crypto_live.dashboard.source import DashboardSource
 from crypto_live.dashboard.views import (
@@ -34,10 +37,7 @@ from crypto_live.dashboard.views import (
     totals_by_service,
 )
 from crypto_live.exchange.server import SimulatedExchange
-from crypto_live.health import Health, serve
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from producer.app import run_producer
 from schemas.record import iso_timestamp
 from tests.pipeline import ticker

@@ -23,11 +23,11 @@ import pytest
 import yaml
 
 from consumers.app import KINDS, app_name, lease_table_name
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.health import DEFAULT_PORTS
+from core.settings import Settings, load_settings
 from crypto_live.embedded import _free_port
-from crypto_live.health import DEFAULT_PORTS
 from crypto_live.provision import DEFAULT_STREAMS, TTL_ATTRIBUTE, provision
-from crypto_live.settings import Settings, load_settings
 from producer.service import DEAD_LETTER_SOURCE
 from tests.conftest import reset_moto
 from tests.pipeline import ServiceProcess, consumer_env, count_items, wait_until

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from consumers.app import dead_letter_writer, processor_factory, run_consumer, worker_config
-from consumers.leases import DynamoLeaseStore
-from consumers.processor import ProcessorFactory, ShardProcessor
-from consumers.records import ConsumedRecord, Position
-from consumers.worker import Worker
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from consumers.engine.leases import DynamoLeaseStore
+from consumers.engine.processor import ProcessorFactory, ShardProcessor
+from consumers.engine.records import ConsumedRecord, Position
+from consumers.engine.worker import Worker
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from schemas.codec import default_codec
 from tests.pipeline import count_items, make_record, publish, scan_all
 

@@ -26,12 +26,12 @@ from consumers.dynamodb import (
     MemoryDynamoDbWriter,
 )
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
-from consumers.records import ConsumedRecord, Position
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from consumers.engine.records import ConsumedRecord, Position
+from core.aws import AwsClients
+from core.backoff import Backoff
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
-from producer.retry import Backoff
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -28,12 +28,12 @@ import pytest
 
 from consumers.app import run_consumer
 from consumers.dynamodb.items import history_item, ticker_attributes
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.embedded import _free_port
 from crypto_live.exchange.server import SimulatedExchange
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from tests.fault_proxy import Decision, Fault, FaultProxy
 from tests.kinesis_reading import read_stream
 from tests.pipeline import (

@@ -18,7 +18,9 @@ import pytest
 
 from consumers.app import run_consumer
 from consumers.s3.format import JsonlGzipFormat, jsonl_line
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.lake.arrow import pa
 from crypto_live.lake.jobs.candles import run_candles
 from crypto_live.lake.jobs.compact import run_compact
@@ -26,9 +28,7 @@ from crypto_live.lake.jobs.report import run_report
 from crypto_live.lake.layout import day_of_hour, hour_label, raw_folder
 from crypto_live.lake.parquet import from_parquet
 from crypto_live.lake.store import S3LakeStore
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from tests.pipeline import make_record, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

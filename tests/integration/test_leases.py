@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.leases import (
+from consumers.engine.leases import (
     SHARD_END,
     DynamoLeaseStore,
     LeaseLostError,
     LeaseStore,
     MemoryLeaseStore,
 )
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
 
 
 @pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.integration)])

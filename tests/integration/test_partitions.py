@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from consumers.dynamodb.items import ticker_attributes
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters
+from core.aws import AwsClients
+from core.metrics import Counters
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from tests.fault_proxy import FaultProxy
 from tests.integration.test_faults import (
     S3_WINDOW,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.exchange.server import SimulatedExchange
-from crypto_live.metrics import Counters, Metrics
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from producer.app import build_producer
 from producer.shard_map import ShardMap
 from tests.kinesis_reading import read_stream

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from consumers.deaggregation import deaggregate
-from crypto_live.aws import AwsClients
+from consumers.engine.deaggregation import deaggregate
+from core.aws import AwsClients
+from core.dead_letters import parse_dead_letter_line
+from core.metrics import Counters
+from core.settings import Settings
 from crypto_live.cli import main
-from crypto_live.dead_letters import parse_dead_letter_line
-from crypto_live.metrics import Counters
-from crypto_live.settings import Settings
 from producer.service import EXIT_LOCAL_DEAD_LETTERS, EXIT_UNDELIVERED
 from producer.undelivered import UNANSWERED
 from schemas.codec import default_codec

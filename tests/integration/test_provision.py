@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.settings import Settings
 from crypto_live.provision import DEFAULT_STREAMS, provision
-from crypto_live.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from core.aws import AwsClients
+from core.backoff import Backoff
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from producer.aggregation import PutEntry
 from producer.kinesis import KinesisStreamWriter
 from producer.publisher import Publisher
-from producer.retry import Backoff
 from producer.shard_map import ShardMap, hash_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -92,7 +92,7 @@ async def publish(publisher: Publisher, records: list[tuple[str, bytes]]) -> lis
 
 
 def stream_contents(aws: AwsClients, stream: str) -> list[tuple[str, str, bytes]]:
-    from consumers.deaggregation import deaggregate
+    from consumers.engine.deaggregation import deaggregate
 
     out: list[tuple[str, str, bytes]] = []
     for shard in aws.kinesis.list_shards(StreamName=stream)["Shards"]:

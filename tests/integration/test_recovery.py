@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from consumers.app import ConsumerKind, run_consumer
-from consumers.lag import group_leases, list_shards, shard_lag
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from consumers.operations.lag import group_leases, list_shards, shard_lag
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from tests.pipeline import make_record, publish, scan_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from consumers.app import run_consumer
-from consumers.leases import DynamoLeaseStore
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from consumers.engine.leases import DynamoLeaseStore
+from core.aws import AwsClients
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from schemas.record import FIELD_ORDER
 from tests.fault_proxy import FaultProxy
 from tests.pipeline import ServiceProcess, consumer_env, make_record, publish, wait_until

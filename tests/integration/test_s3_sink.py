@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 from consumers.s3.batching import BatchCutter, epoch_ms
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.processor import S3Processor, S3ProcessorFactory
@@ -27,11 +27,11 @@ from consumers.s3.writer import (
     S3PutRejectedError,
     S3PutRetriesExhaustedError,
 )
-from crypto_live.aws import AwsClients
-from crypto_live.metrics import Counters, Metrics
+from core.aws import AwsClients
+from core.backoff import Backoff
+from core.metrics import Counters, Metrics
+from core.settings import Settings
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
-from producer.retry import Backoff
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

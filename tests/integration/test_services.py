@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.settings import Settings
 from crypto_live.embedded import _free_port
 from crypto_live.provision import provision
-from crypto_live.settings import Settings
 from tests.kinesis_reading import read_stream
 from tests.pipeline import ServiceProcess, wait_until
 

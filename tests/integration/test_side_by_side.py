@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.health import DEFAULT_PORTS
+from core.settings import Settings
 from crypto_live.embedded import _free_port
-from crypto_live.health import DEFAULT_PORTS
-from crypto_live.settings import Settings
 from tests.pipeline import (
     ServiceProcess,
     consumer_env,

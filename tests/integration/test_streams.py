@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from crypto_live.aws import AwsClients
-from crypto_live.errors import ConfigError
+from core.aws import AwsClients
+from core.errors import ConfigError
+from core.settings import Settings
 from crypto_live.provision import DEFAULT_STREAMS, provision
-from crypto_live.settings import Settings
 from producer.app import resolve_streams
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from crypto_live.aws import AwsClients
+from core.aws import AwsClients
+from core.metrics import Counters
+from core.settings import Settings
 from crypto_live.embedded import _free_port
 from crypto_live.exchange.server import SimulatedExchange
-from crypto_live.metrics import Counters
-from crypto_live.settings import Settings
 from tests.integration.test_faults import (
     ExchangeThread,
     as_record,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from consumers.balancing import ExpiryTracker, assignable, choose_leases
-from consumers.leases import SHARD_END, Lease
+from consumers.engine.balancing import ExpiryTracker, assignable, choose_leases
+from consumers.engine.leases import SHARD_END, Lease
 
 
 def lease(shard: str, owner: str | None = None, counter: int = 1, **kw: object) -> Lease:

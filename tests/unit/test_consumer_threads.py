@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from consumers.threads import DaemonThreadPool, in_thread
+from consumers.engine.threads import DaemonThreadPool, in_thread
 
 
 def test_shutdown_does_not_wait_for_a_hung_call_and_queued_calls_still_run() -> None:

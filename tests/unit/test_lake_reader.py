@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from consumers.records import Position
+from consumers.engine.records import Position
 from consumers.s3.batching import Batch
 from consumers.s3.format import JsonlGzipFormat, jsonl_line
 from consumers.s3.keys import partition_path

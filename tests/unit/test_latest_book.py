@@ -15,8 +15,8 @@ from consumers.dynamodb.items import LatestUpdate, coalesce_latest, ticker_attri
 from consumers.dynamodb.latest import LatestBook
 from consumers.dynamodb.processor import DynamoDbProcessorFactory
 from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, MemoryDynamoDbWriter
-from consumers.records import ConsumedRecord, Position
-from crypto_live.metrics import Counters, Gauges, Metrics
+from consumers.engine.records import ConsumedRecord, Position
+from core.metrics import Counters, Gauges, Metrics
 from tests.pipeline import ticker
 
 SHARD_A, SHARD_B = "shardId-000000000000", "shardId-000000000001"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
+from core.health import DEFAULT_PORTS, Health, MetricsServer, metrics_port, serve
+from core.metrics import Metrics
+from core.settings import load_settings
 from crypto_live.commands.healthcheck import port_to_check
-from crypto_live.errors import ConfigError
-from crypto_live.health import DEFAULT_PORTS, Health, MetricsServer, metrics_port, serve
-from crypto_live.metrics import Metrics
-from crypto_live.settings import load_settings
 
 
 def test_each_service_has_its_own_default_port() -> None:
@@ -54,7 +54,7 @@ def test_a_taken_port_falls_back_to_a_free_one_with_a_warning(
 ) -> None:
     port_file = tmp_path / "metrics.port"
     with (
-        caplog.at_level(logging.INFO, logger="crypto_live.health"),
+        caplog.at_level(logging.INFO, logger="core.health"),
         serve([Metrics("t")], Health(), taken_port, "127.0.0.1", str(port_file)) as server,
     ):
         assert server is not None and server.port not in (taken_port, 0)

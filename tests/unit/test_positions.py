@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.positions import parse_start, parse_time, window_ceil_ms, window_floor
-from crypto_live.errors import ConfigError
+from consumers.operations.positions import parse_start, parse_time, window_ceil_ms, window_floor
+from core.errors import ConfigError
 
 
 def test_named_positions() -> None:

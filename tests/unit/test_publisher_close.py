@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from crypto_live.dead_letters import DeadLetter, MemoryDeadLetterStore, parse_dead_letter_line
-from crypto_live.metrics import Metrics
+from core.backoff import Backoff
+from core.dead_letters import DeadLetter, MemoryDeadLetterStore, parse_dead_letter_line
+from core.metrics import Metrics
 from producer.aggregation import PutEntry
 from producer.daemon_pool import DaemonThreadPool
 from producer.publisher import Publisher
 from producer.redrive import put_entries, sort_lines
-from producer.retry import Backoff
 from producer.service import EXIT_LOCAL_DEAD_LETTERS, ProducerService
 from producer.shard_map import ShardMap
 from producer.undelivered import NOT_SENT, UNANSWERED, UNDELIVERED_PREFIX, Undelivered, entry_of
@@ -154,7 +154,7 @@ def test_daemon_pool_shutdown_never_waits_for_a_hung_call() -> None:
 def test_undelivered_dead_letter_keeps_the_whole_entry() -> None:
     entry = PutEntry("shardId-1", "BTCUSDT", b"\xf3\x89\x9a\xc2binary", "1234", 7)
     letter = Undelivered(entry, UNANSWERED, True).dead_letter(1_700_000_000_000_000)
-    from crypto_live.dead_letters import dead_letter_line
+    from core.dead_letters import dead_letter_line
 
     parsed = parse_dead_letter_line(dead_letter_line(letter, "producer"))
     assert parsed.reason.startswith(UNDELIVERED_PREFIX)
@@ -261,7 +261,7 @@ def test_redrive_puts_entries_retrying_throttling_and_reports_refused() -> None:
 
 
 def test_redrive_sorts_undelivered_records_from_malformed_input() -> None:
-    from crypto_live.dead_letters import dead_letter_line
+    from core.dead_letters import dead_letter_line
 
     entry = PutEntry("shardId-0", "ETHUSDT", b"agg", None, 3)
     lines = [

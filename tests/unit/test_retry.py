@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from crypto_live.errors import CryptoLiveError
+from core.backoff import Backoff
+from core.errors import CryptoLiveError
 from producer.aggregation import PutEntry
 from producer.retry import (
     RETRIABLE_ERROR_CODES,
-    Backoff,
     PutResultMismatchError,
     is_retriable_error_code,
     split_put_result,

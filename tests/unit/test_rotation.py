@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.retry import Backoff
+from core.backoff import Backoff
 from producer.rotation import (
     HEALTHY_CONNECTION_SECONDS,
     OverlapFilter,

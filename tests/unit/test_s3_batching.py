@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 from consumers.s3.batching import Batch, BatchCutter, epoch_ms
 from consumers.s3.format import jsonl_line
 

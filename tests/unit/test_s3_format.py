@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 from consumers.s3.batching import Batch, BatchCutter
 from consumers.s3.format import JsonlGzipFormat, jsonl_line
 from consumers.s3.keys import object_key, partition_path

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from crypto_live.errors import ConfigError
-from crypto_live.logs import JsonFormatter
-from crypto_live.settings import load_settings
+from core.errors import ConfigError
+from core.logs import JsonFormatter
+from core.settings import load_settings
 
 
 @pytest.mark.parametrize(

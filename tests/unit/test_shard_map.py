@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 from producer.shard_map import MAX_HASH_KEY, ShardMap, ShardMapError, ShardRange, hash_key
 
 SYMBOLS = [f"SYM{i}" for i in range(200)] + ["BTCUSDT", "ETHUSDT", "BNBUSDT", "é€"]

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from consumers.leases import Lease
+from consumers.engine.leases import Lease
 
 
 @dataclass

@@ -14,14 +14,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumers.deaggregation import DeaggregationError, UserRecord, deaggregate
-from consumers.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
-from consumers.processor import ShardProcessor
-from consumers.records import ConsumedRecord, Position, UndecodableRecord
-from consumers.threads import in_thread
-from crypto_live.errors import CryptoLiveError
-from crypto_live.metrics import Counters, Histograms, Metrics
-from producer.retry import Backoff
+from consumers.engine.deaggregation import DeaggregationError, UserRecord, deaggregate
+from consumers.engine.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
+from consumers.engine.processor import ShardProcessor
+from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
+from consumers.engine.threads import in_thread
+from core.backoff import Backoff
+from core.errors import CryptoLiveError
+from core.metrics import Counters, Histograms, Metrics
 from schemas.codec import DecodeError, SingleObjectCodec
 
 log = logging.getLogger(__name__)

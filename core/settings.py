@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crypto_live.errors import ConfigError
+from core.errors import ConfigError
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     dashboard_metrics_urls: Annotated[CommaList, Field(default=None)]
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # /metrics and /healthz: unset, each service's own port (crypto_live.health.DEFAULT_PORTS);
+    # /metrics and /healthz: unset, each service's own port (core.health.DEFAULT_PORTS);
     # 0 picks a free port, -1 turns the endpoint off; a taken port falls back to a free one.
     metrics_port: int | None = Field(default=None, ge=-1, le=65535)
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside

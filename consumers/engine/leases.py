@@ -13,8 +13,8 @@ from typing import Any, Final, Protocol
 
 from botocore.exceptions import ClientError
 
-from consumers.records import Position
-from crypto_live.errors import CryptoLiveError
+from consumers.engine.records import Position
+from core.errors import CryptoLiveError
 
 SHARD_END: Final = "SHARD_END"
 

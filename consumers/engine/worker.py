@@ -15,14 +15,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumers.balancing import ExpiryTracker, choose_leases, parents_finished
-from consumers.leases import Lease, LeaseLostError, LeaseStore
-from consumers.processor import ProcessorFactory
-from consumers.records import UndecodableRecord
-from consumers.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
-from consumers.threads import in_thread
-from crypto_live.aws import list_shards
-from crypto_live.metrics import Metrics
+from consumers.engine.balancing import ExpiryTracker, choose_leases, parents_finished
+from consumers.engine.leases import Lease, LeaseLostError, LeaseStore
+from consumers.engine.processor import ProcessorFactory
+from consumers.engine.records import UndecodableRecord
+from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from consumers.engine.threads import in_thread
+from core.aws import list_shards
+from core.metrics import Metrics
 from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)

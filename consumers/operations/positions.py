@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from crypto_live.errors import ConfigError
+from core.errors import ConfigError
 
 _SHARD_POSITION = re.compile(r"^(shardId-\d+):(\d+)(?::(\d+))?$")
 

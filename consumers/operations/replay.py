@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.leases import Lease, MemoryLeaseStore
-from consumers.positions import StartPosition
-from consumers.processor import ProcessorFactory, ShardProcessor
-from consumers.records import ConsumedRecord, Position, UndecodableRecord
-from consumers.shard_reader import LeaseHandle, ReaderConfig, ShardReader
-from crypto_live.metrics import Counters, Metrics
+from consumers.engine.leases import Lease, MemoryLeaseStore
+from consumers.engine.processor import ProcessorFactory, ShardProcessor
+from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
+from consumers.engine.shard_reader import LeaseHandle, ReaderConfig, ShardReader
+from consumers.operations.positions import StartPosition
+from core.metrics import Counters, Metrics
 from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)

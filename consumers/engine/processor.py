@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from consumers.records import ConsumedRecord, Position
+from consumers.engine.records import ConsumedRecord, Position
 
 
 class ShardProcessor(Protocol):

@@ -9,10 +9,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumers.deaggregation import deaggregate
-from consumers.leases import DynamoLeaseStore, Lease
-from consumers.records import Position
-from crypto_live.aws import list_shards
+from consumers.engine.deaggregation import deaggregate
+from consumers.engine.leases import DynamoLeaseStore, Lease
+from consumers.engine.records import Position
+from core.aws import list_shards
 
 __all__ = ["DEFAULT_RECORD_CAP", "ShardLag", "group_leases", "list_shards", "shard_lag"]
 

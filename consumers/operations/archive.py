@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from crypto_live.errors import ConfigError
+from core.errors import ConfigError
 from schemas.record import FIELD_ORDER
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import aws_kinesis_agg.deaggregator
 from aws_kinesis_agg import messages_pb2
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from crypto_live.errors import CryptoLiveError
+from core.errors import CryptoLiveError
 
 MAGIC: bytes = aws_kinesis_agg.MAGIC
 DIGEST_SIZE: int = aws_kinesis_agg.DIGEST_SIZE

@@ -23,11 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from crypto_live.errors import ConfigError
-from crypto_live.metrics import Metrics
+from core.errors import ConfigError
+from core.metrics import Metrics
 
 if TYPE_CHECKING:
-    from crypto_live.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

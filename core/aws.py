@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from crypto_live.settings import Settings
+from core.settings import Settings
 
 # Standard retries let botocore back off on throttling before our own retry logic sees it.
 # Timeouts are per service and short enough that no call waits minutes on a dead network (a

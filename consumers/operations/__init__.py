@@ -1,0 +1,1 @@
+"""Operations tools over the engine: replay, lag, the S3 archive, start positions."""

@@ -238,7 +238,7 @@ def run_pipeline(
 
 def _put_in_window(endpoint: str, window: tuple[float, float]) -> int:
     """User records in the stream whose ``received_at`` lies in the window."""
-    from tests.kinesis_reading import read_stream
+    from consumers.operations.stream_dump import read_stream
 
     settings = load_settings(aws_endpoint_url=endpoint)
     clients = AwsClients(settings)

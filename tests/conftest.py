@@ -27,11 +27,13 @@ os.environ["METRICS_HOST"] = "127.0.0.1"
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone server in its own process, as a real AWS endpoint (see
-    tests/moto_server.py for the one Kinesis resharding fix it carries)."""
+    tests/support/moto_server.py for the one Kinesis resharding fix it carries)."""
     log_path = Path(tmp_path_factory.mktemp("moto")) / "moto.log"
     with (
         log_path.open("wb") as log_file,
-        moto_process("tests.moto_server", log=log_file, cwd=Path(__file__).parent.parent) as moto,
+        moto_process(
+            "tests.support.moto_server", log=log_file, cwd=Path(__file__).parent.parent
+        ) as moto,
     ):
         yield moto.endpoint
 

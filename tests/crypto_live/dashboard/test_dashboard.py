@@ -1,0 +1,359 @@
+"""The live dashboard: its JSON API read from DynamoDB, and the page in a real headless Chromium
+while the simulated exchange feeds the pipeline (exchange -> producer -> Kinesis -> consumer ->
+DynamoDB, all real components, on moto over HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.app import run_consumer
+from consumers.dynamodb.items import coalesce_latest, history_item
+from consumers.dynamodb.writer import DynamoDbWriter
+from consumers.engine.leases import DynamoLeaseStore
+from core.aws import AwsClients
+from core.health import Health, serve
+from core.metrics import Counters, Metrics
+from core.settings import Settings
+from crypto_live.dashboard.server import DashboardServer
+from crypto_live.dashboard.source import DashboardSource
+from crypto_live.dashboard.views import (
+    RateMeter,
+    change_pct,
+    ticker_rows,
+    totals_by_service,
+)
+from crypto_live.exchange.server import SimulatedExchange
+from crypto_live.provision import provision
+from producer.app import run_producer
+from schemas.record import iso_timestamp
+from tests.support.pipeline import ticker
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FAST = {"failover_seconds": 3, "shard_discovery_seconds": 1, "idle_time_between_reads_ms": 100}
+
+
+# -- the API's pure parts ---------------------------------------------------------------------
+
+
+def test_change_and_rows_from_dynamodb_items() -> None:
+    assert change_pct("104", "100") == "4.00"
+    assert change_pct("0.00002400", "0.00002500") == "-4.00"
+    assert change_pct("1", "0") is None
+    items = [
+        {"symbol": {"S": "ETHUSDT"}, "close_price": {"N": "3500.5"}, "open_price": {"N": "3400"},
+         "event_time": {"N": "1795392000123"}, "quote_volume": {"N": "1E+3"}},
+        {"symbol": {"S": "BTCUSDT"}, "close_price": {"N": "65000"}, "event_time": {"N": "1"}},
+        {"symbol": {"S": "BROKEN"}},
+    ]  # fmt: skip
+    rows = ticker_rows(items)
+    assert [row["symbol"] for row in rows] == ["BTCUSDT", "ETHUSDT"]
+    assert rows[1]["price"] == "3500.5" and rows[1]["change_pct"] == "2.96"
+    assert rows[1]["event_time"] == 1795392000123 and rows[0]["change_pct"] is None
+    assert iso_timestamp(1795392000123) == "2026-11-23T00:00:00.123Z"
+
+
+def test_rates_from_metrics_scrapes() -> None:
+    scrape = (
+        "# TYPE crypto_live_records_consumed_total counter\n"
+        'crypto_live_records_consumed_total{service="consumer-dynamodb"} 100.0\n'
+        'crypto_live_records_consumed_total{service="producer"} 0.0\n'
+        "# TYPE crypto_live_records_put_total counter\n"
+        'crypto_live_records_put_total{service="producer"} 250.0\n'
+        'crypto_live_records_put_total{service="consumer-dynamodb"} 0.0\n'
+    )
+    assert totals_by_service(scrape) == {"consumer-dynamodb": 100.0, "producer": 250.0}
+    meter = RateMeter(window_seconds=10)
+    assert meter.update(0.0, {"p": 0}) == {"p": None}
+    assert meter.update(1.0, {"p": 30}) == {"p": 30.0}
+    assert meter.update(2.0, {"p": 40}) == {"p": 20.0}  # over the window: (40 - 0) / 2
+    # The window slid: measured from the newest reading at least 10 s old, (150 - 40) / 11.
+    assert meter.update(13.0, {"p": 150}) == {"p": 10.0}
+    assert meter.update(14.0, {"p": 5}) == {"p": None}  # restarted process: counter went back
+    assert meter.update(15.0, {"p": 25}) == {"p": 20.0}
+
+
+# -- the API on DynamoDB ------------------------------------------------------------------------
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.integration
+def test_api_answers_from_dynamodb(aws_settings: Settings, aws: AwsClients) -> None:
+    provision(aws_settings, aws)
+    now = time.time_ns() // 1_000_000
+    records = [
+        ticker(symbol, now - age_s * 1000, f"{100 + age_s}.50000000")
+        for symbol in ("BTCUSDT", "ETHUSDT")
+        for age_s in (7_200, 600, 30, 2)  # two hours ago: outside the chart's hour
+    ]
+    writer = DynamoDbWriter(
+        aws.dynamodb,
+        aws_settings.dynamo_table_name,
+        aws_settings.dynamo_latest_table_name,
+        Metrics("consumer-dynamodb"),
+    )
+    try:
+        writer.write_history([history_item(r, 1) for r in records])
+        writer.update_latest(coalesce_latest(records))
+    finally:
+        writer.close()
+    leases = DynamoLeaseStore(aws.dynamodb, "crypto-live-dynamodb-leases")
+    leases.ensure_table()
+    leases.create("shardId-000000000000", (), "TRIM_HORIZON")
+    (lease,) = leases.list_leases()
+    leases.renew(leases.take(lease, "worker-1"), millis_behind=1_234)
+    consumer = Metrics("consumer-dynamodb")
+    with (
+        serve([consumer], Health(), 0, "127.0.0.1") as metrics_server,
+        DashboardServer(
+            DashboardSource(
+                aws_settings,
+                aws.dynamodb,
+                [f"http://127.0.0.1:{metrics_server.port if metrics_server else 0}/metrics"],
+                cache_seconds=0.2,
+            ),
+            "127.0.0.1",
+            0,
+        ) as dashboard,
+    ):
+        base = dashboard.url
+        status, latest = get_json(base + "api/latest")
+        assert status == 200
+        assert [(t["symbol"], t["price"], t["change_pct"]) for t in latest["tickers"]] == [
+            ("BTCUSDT", "102.50000000", "2.50"),
+            ("ETHUSDT", "102.50000000", "2.50"),
+        ]
+        assert 1_000 <= latest["now_ms"] - latest["tickers"][0]["event_time"] < 60_000
+        status, history = get_json(base + "api/history?symbol=ethusdt&minutes=60")
+        assert status == 200
+        assert [p[1] for p in history["points"]] == ["700.50000000", "130.50000000", "102.50000000"]
+        after = history["points"][1][0]
+        _, newer = get_json(base + f"api/history?symbol=ETHUSDT&after={after}")
+        assert [p[1] for p in newer["points"]] == ["102.50000000"]
+
+        _, first = get_json(base + "api/pipeline")
+        consumer.inc(Counters.RECORDS_CONSUMED, 50)
+        time.sleep(1.0)
+        _, pipeline = get_json(base + "api/pipeline")
+        groups = {g["kind"]: g for g in pipeline["groups"]}
+        (shard,) = groups["dynamodb"]["shards"]
+        assert (shard["owner"], shard["millis_behind"]) == ("worker-1", 1_234)
+        assert groups["dynamodb"]["max_millis_behind"] == 1_234
+        assert groups["s3"]["shards"] == []  # that group never ran: no lease table
+        assert first["groups"][0]["records_per_second"] is None  # one reading: no rate yet
+        assert 10 < groups["dynamodb"]["records_per_second"] <= 50 / 1.0
+
+        assert get_json(base + "api/history?symbol=BTC/../x")[0] == 400
+        assert get_json(base + "api/nothing")[0] == 404
+        with urllib.request.urlopen(base, timeout=10) as page:
+            html = page.read().decode()
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert '<canvas id="chart"' in html and "/app.js" in html
+
+
+# -- the page in a real browser -----------------------------------------------------------------
+
+
+class Pipeline:
+    """Simulated exchange -> producer -> Kinesis -> DynamoDB consumer, on a background loop."""
+
+    def __init__(self, settings: Settings, symbols: int) -> None:
+        self._settings = settings
+        self._symbols = symbols
+        self.metrics = {"producer": Metrics("producer"), "dynamodb": Metrics("consumer-dynamodb")}
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as err:
+            self._error = err
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with SimulatedExchange(port=0, symbols=self._symbols, rate_hz=2, seed=7) as exchange:
+            settings = self._settings.with_overrides(
+                binance_stream_url=exchange.url, binance_streams=("!miniTicker@arr",)
+            )
+            services = [
+                run_producer(settings, self._stop, self.metrics["producer"]),
+                run_consumer(settings, "dynamodb", self._stop, self.metrics["dynamodb"]),
+            ]
+            await asyncio.gather(*services)
+
+    def __enter__(self) -> Pipeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 10
+        while self._stop is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+        if self._error is not None:
+            raise self._error
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """Debian's headless Chromium driven by Selenium, or a skip saying what is missing."""
+    if not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists():
+        pytest.skip(
+            f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
+            "apt-get install -y chromium chromium-driver"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+ACCENT_PIXELS = """
+const canvas = document.getElementById('chart');
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let n = 0;
+for (let i = 0; i < data.length; i += 4) {
+  if (data[i] > 200 && data[i + 1] > 150 && data[i + 2] < 80 && data[i + 3] > 200) n++;
+}
+return n;
+"""
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = condition()
+            if value:
+                return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
+    aws_settings: Settings, aws: AwsClients, chromium: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    settings = aws_settings.with_overrides(**FAST)
+    provision(settings, aws)
+    symbols = 6
+    with (
+        Pipeline(settings, symbols) as pipeline,
+        serve(list(pipeline.metrics.values()), Health(), 0, "127.0.0.1") as metrics,
+        DashboardServer(
+            DashboardSource(
+                settings,
+                aws.dynamodb,
+                [f"http://127.0.0.1:{metrics.port if metrics else 0}/metrics"],
+            ),
+            "127.0.0.1",
+            0,
+        ) as dashboard,
+    ):
+        chromium.get(dashboard.url)
+        chromium.execute_script("window.__notReloaded = true;")
+        rows = wait_for(
+            lambda: len(chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")) == symbols,
+            90,
+            "the table to fill",
+        )
+        assert rows
+        first = chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")[0]
+        symbol = first.get_attribute("data-symbol")
+        canvas = chromium.find_element(By.ID, "chart")
+        wait_for(lambda: int(canvas.get_attribute("data-points")) >= 3, 60, "chart points")
+        assert canvas.get_attribute("data-symbol") == symbol
+        assert wait_for(lambda: chromium.execute_script(ACCENT_PIXELS) > 50, 10, "a line")
+
+        # Updating every second, without reloading the page.
+        def updates() -> int:
+            return int(chromium.find_element(By.TAG_NAME, "body").get_attribute("data-updates"))
+
+        seen, points = updates(), int(canvas.get_attribute("data-points"))
+        started = time.monotonic()
+        wait_for(lambda: updates() >= seen + 3, 15, "three more refreshes")
+        assert time.monotonic() - started < 8  # about one a second
+        wait_for(lambda: int(canvas.get_attribute("data-points")) > points, 10, "new points")
+        assert chromium.execute_script("return window.__notReloaded === true;")
+        price = first.find_elements(By.TAG_NAME, "td")[1].text
+        assert Decimal(price.replace(",", "")) > 0
+
+        # The pipeline panel: the DynamoDB group's shards and its records/s.
+        shards = chromium.find_elements(By.CSS_SELECTOR, "[data-group=dynamodb] tr[data-shard]")
+        assert len(shards) == settings.kinesis_shard_count
+        wait_for(
+            lambda: (
+                chromium.find_element(By.CSS_SELECTOR, "[data-group=dynamodb] .figure b").text
+                not in ("", "\u2013", "0.0")
+            ),
+            30,
+            "records/s of the DynamoDB consumer",
+        )
+
+        # Another symbol: click its row, the chart follows.
+        other = chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")[2]
+        other_symbol = other.get_attribute("data-symbol")
+        other.click()
+        wait_for(
+            lambda: (
+                canvas.get_attribute("data-symbol") == other_symbol
+                and int(canvas.get_attribute("data-points")) >= 3
+            ),
+            20,
+            "the chart of the clicked symbol",
+        )
+        assert "selected" in (other.get_attribute("class") or "")
+        chromium.save_screenshot(str(tmp_path / "dashboard.png"))
+        if target := os.environ.get("CRYPTO_LIVE_DASHBOARD_SCREENSHOT"):
+            chromium.save_screenshot(target)
+    assert pipeline.metrics["dynamodb"].value(Counters.RECORDS_CONSUMED) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,16 +69,34 @@ def _code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
+_MISSING = frozenset({"ResourceNotFoundException", "NoSuchBucket", "404", "NotFound"})
+
+
+def _exists(describe: Callable[[], object]) -> bool:
+    """Whether the resource a describe call names is there (its not-found answer: False)."""
+    try:
+        describe()
+    except ClientError as err:
+        if _code(err) in _MISSING:
+            return False
+        raise ProvisionError(f"cannot check for an existing resource: {err}") from err
+    return True
+
+
 def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
     kinesis = clients.kinesis
     name = settings.kinesis_stream_name
     created = False
-    try:
-        kinesis.create_stream(StreamName=name, ShardCount=settings.kinesis_shard_count)
-        created = True
-    except ClientError as err:
-        if _code(err) != "ResourceInUseException":
-            raise ProvisionError(f"cannot create stream {name}: {err}") from err
+    # Look before creating: a create of an existing resource is a noisy failure on some
+    # emulators (kinesis-mock logs a stack trace) and in CloudTrail; the create still handles
+    # losing a race with another provision.
+    if not _exists(lambda: kinesis.describe_stream_summary(StreamName=name)):
+        try:
+            kinesis.create_stream(StreamName=name, ShardCount=settings.kinesis_shard_count)
+            created = True
+        except ClientError as err:
+            if _code(err) != "ResourceInUseException":
+                raise ProvisionError(f"cannot create stream {name}: {err}") from err
     deadline = time.monotonic() + timeout
     while True:
         status = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
@@ -90,6 +109,8 @@ def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
 
 def _table(clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: bool) -> bool:
     dynamodb = clients.dynamodb
+    if _exists(lambda: dynamodb.describe_table(TableName=name)):
+        return False
     try:
         dynamodb.create_table(
             TableName=name,
@@ -117,6 +138,8 @@ def _bucket(settings: Settings, clients: AwsClients) -> bool:
     params: dict[str, Any] = {"Bucket": settings.s3_bucket}
     if settings.aws_region != "us-east-1":
         params["CreateBucketConfiguration"] = {"LocationConstraint": settings.aws_region}
+    if _exists(lambda: s3.head_bucket(Bucket=settings.s3_bucket)):
+        return False
     try:
         s3.create_bucket(**params)
     except ClientError as err:
@@ -127,6 +150,9 @@ def _bucket(settings: Settings, clients: AwsClients) -> bool:
 
 
 def _secret(settings: Settings, clients: AwsClients) -> bool:
+    secrets = clients.secretsmanager
+    if _exists(lambda: secrets.describe_secret(SecretId=settings.binance_websocket_secret)):
+        return False
     try:
         clients.secretsmanager.create_secret(
             Name=settings.binance_websocket_secret,

@@ -9,6 +9,7 @@ import pytest
 from core.aws import AwsClients
 from core.settings import Settings
 from crypto_live.provision import DEFAULT_STREAMS, provision
+from tests.support.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,27 @@ def test_provision_creates_everything_then_is_idempotent(
     aws.s3.head_bucket(Bucket="crypto-live-bucket")
     secret = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_ws")
     assert json.loads(secret["SecretString"]) == {"streams": list(DEFAULT_STREAMS)}
+
+
+def test_a_second_provision_looks_and_creates_nothing(
+    aws_settings: Settings, aws: AwsClients
+) -> None:
+    """Provision checks before it creates: on a provisioned account it sends no create call
+    (each would fail noisily, e.g. a stack trace in kinesis-mock's log)."""
+    provision(aws_settings, aws)
+    calls: list[str] = []
+
+    def record(method: str, path: str, headers: dict[str, str]) -> None:
+        target = next((v for k, v in headers.items() if k.lower() == "x-amz-target"), "")
+        calls.append(target.rpartition(".")[2] if target else f"S3.{method}")
+
+    with FaultProxy(aws_settings.aws_endpoint_url or "", record) as proxy:
+        via_proxy = aws_settings.with_overrides(aws_endpoint_url=proxy.url)
+        clients = AwsClients(via_proxy)
+        try:
+            report = provision(via_proxy, clients)
+        finally:
+            clients.close()
+    assert report.created == []
+    assert calls, "provision made no calls at all"
+    assert not [call for call in calls if call.startswith("Create") or call == "S3.PUT"], calls

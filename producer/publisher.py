@@ -20,8 +20,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Gauges, Histograms, Metrics
+from core.threads import PRODUCER_PUTS, DaemonThreadPool
 from producer.aggregation import PutEntry, ShardAggregator, plan_requests
-from producer.daemon_pool import DaemonThreadPool
 from producer.kinesis import StreamWriter
 from producer.retry import (
     PutResultMismatchError,
@@ -95,7 +95,7 @@ class Publisher:
         self._backoff = backoff or Backoff()
         self._clock = clock
         # One thread per request in flight, one for ListShards, one spare.
-        self._pool = pool or DaemonThreadPool(max_in_flight + 2, "kinesis-put")
+        self._pool = pool or DaemonThreadPool(max_in_flight + 2, PRODUCER_PUTS)
         self._aggregator: ShardAggregator | None = None
         self._pending: dict[str, deque[PutEntry]] = {}
         self._pending_bytes = 0

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from core.dead_letters import DeadLetter, DeadLetterStore, write_local_dead_letters
 from core.health import Health
 from core.metrics import Counters, Gauges, Metrics
+from core.threads import DEAD_LETTERS, POOL_SIZES, DaemonThreadPool
 from producer.aggregation import RecordTooLargeError
-from producer.daemon_pool import DaemonThreadPool
 from producer.publisher import Publisher
 from producer.source import WireMessage
 from producer.validation import ARRAY_STREAM, Rejected, validate_message
@@ -121,7 +121,7 @@ class ProducerService:
         self._dead_dir = dead_letter_dir
         self._final_flush_seconds = final_flush_seconds
         self._unbounded = False  # shutting down: everything accepted must be kept
-        self._dead_pool = DaemonThreadPool(3, "dead-letters")
+        self._dead_pool = DaemonThreadPool(POOL_SIZES[DEAD_LETTERS], DEAD_LETTERS)
         self._dead_flush_seconds = dead_letter_flush_seconds
         self._shutdown_timeout = shutdown_timeout
         self._undelivered = 0

@@ -12,8 +12,8 @@ from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_it
 from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
 from consumers.dynamodb.writer import DynamoDbSinkWriter
 from consumers.engine.records import ConsumedRecord, Position
-from consumers.engine.threads import in_thread
 from core.metrics import Histograms, Metrics
+from core.threads import in_thread
 
 log = logging.getLogger(__name__)
 

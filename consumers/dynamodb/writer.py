@@ -14,10 +14,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumers.dynamodb.items import Item, LatestUpdate, chunk, history_key
-from consumers.engine.threads import DaemonThreadPool
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
+from core.threads import DaemonThreadPool
 
 log = logging.getLogger(__name__)
 

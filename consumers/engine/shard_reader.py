@@ -18,10 +18,10 @@ from consumers.engine.deaggregation import DeaggregationError, UserRecord, deagg
 from consumers.engine.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
 from consumers.engine.processor import ShardProcessor
 from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
-from consumers.engine.threads import in_thread
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
+from core.threads import in_thread
 from schemas.codec import DecodeError, SingleObjectCodec
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from consumers.engine.leases import Lease, LeaseLostError, LeaseStore
 from consumers.engine.processor import ProcessorFactory
 from consumers.engine.records import UndecodableRecord
 from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
-from consumers.engine.threads import in_thread
 from core.aws import list_shards
 from core.metrics import Metrics
+from core.threads import in_thread
 from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from consumers.engine.processor import ProcessorFactory
 from consumers.engine.records import ConsumedRecord, Position
-from consumers.engine.threads import in_thread
 from consumers.s3.batching import (
     DEFAULT_GRACE_MS,
     DEFAULT_MAX_BYTES,
@@ -28,6 +27,7 @@ from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.keys import object_key
 from consumers.s3.writer import BatchWriter
 from core.metrics import Counters, Metrics
+from core.threads import in_thread
 
 log = logging.getLogger(__name__)
 

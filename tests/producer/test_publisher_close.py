@@ -18,7 +18,6 @@ from core.backoff import Backoff
 from core.dead_letters import DeadLetter, MemoryDeadLetterStore, parse_dead_letter_line
 from core.metrics import Metrics
 from producer.aggregation import PutEntry
-from producer.daemon_pool import DaemonThreadPool
 from producer.publisher import Publisher
 from producer.redrive import put_entries, sort_lines
 from producer.service import EXIT_LOCAL_DEAD_LETTERS, ProducerService
@@ -136,19 +135,6 @@ def test_close_returns_on_its_deadline_with_unanswered_entries_as_unknown_outcom
     assert unknown and all(item.reason == UNANSWERED for item in unknown)
     assert {item.reason for item in undelivered if not item.outcome_unknown} == {NOT_SENT}
     assert writer.calls == 1
-
-
-def test_daemon_pool_shutdown_never_waits_for_a_hung_call() -> None:
-    pool = DaemonThreadPool(1, "test")
-    release = threading.Event()
-    running = pool.submit(release.wait)
-    queued = pool.submit(lambda: 1)
-    pool.shutdown(wait=True, cancel_futures=True)  # returns although a call is still running
-    assert queued.cancelled() and not running.done()
-    release.set()
-    assert running.result(timeout=5) is True
-    with pytest.raises(RuntimeError):
-        pool.submit(lambda: 1)
 
 
 def test_undelivered_dead_letter_keeps_the_whole_entry() -> None:

@@ -7,7 +7,9 @@ client between a write and its acknowledgement).
 ``partition()`` cuts the network the way a partition does, not the way a 503 does: requests
 are accepted by TCP and read, and never answered. ``heal()`` ends it: the requests held so
 far are dropped without an answer (their outcome stays unknown to the client, as after a real
-partition) and new ones are forwarded again.
+partition) and new ones are forwarded again. With ``partition(forward=...)`` a held request
+may first be forwarded and applied upstream, and only its answer is lost: the partition came
+between the write and its acknowledgement, the realistic "outcome unknown".
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ Decision = Callable[[str, str, dict[str, str]], Fault | Callable[[], None] | Non
 Match = Callable[[str, str, dict[str, str]], bool]
 
 
+def _always(method: str, path: str, headers: dict[str, str]) -> bool:
+    return True
+
+
+def _never(method: str, path: str, headers: dict[str, str]) -> bool:
+    return False
+
+
 class FaultProxy:
     """``with FaultProxy(upstream, decide) as proxy: proxy.url``."""
 
@@ -47,7 +57,10 @@ class FaultProxy:
         self.decide: Decision = decide or (lambda method, path, headers: None)
         self.requests = 0
         self.held = 0  # requests a partition swallowed
+        self.applied = 0  # of those, the ones forwarded and applied upstream (answer lost)
         self._partition: Match | None = None
+        self._forward: Match = _never
+        self._lock = threading.Lock()
         self._healed = threading.Event()
         self._healed.set()
         self._closed = threading.Event()
@@ -68,25 +81,51 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def partition(self, match: Match | None = None) -> None:
-        """From now on hold every request (or those ``match`` picks) without an answer."""
-        self._partition = match or (lambda method, path, headers: True)
+    def partition(self, match: Match | None = None, forward: bool | Match = False) -> None:
+        """From now on hold every request (or those ``match`` picks) without an answer.
+
+        ``forward`` (True, or a predicate asked once per held request, in arrival order) sends
+        a held request upstream first, so it is applied and only its answer is lost."""
+        self._forward = forward if callable(forward) else (_always if forward else _never)
+        self._partition = match or _always
         self._healed.clear()
 
     def heal(self) -> None:
         """Drop the held requests unanswered and forward everything again."""
         self._partition = None
+        self._forward = _never
         self._healed.set()
 
-    def _hold(self, method: str, path: str, headers: dict[str, str]) -> bool:
-        """Swallow this request if a partition covers it; True when it was swallowed."""
+    def _hold(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bool:
+        """Swallow this request if a partition covers it (after applying it upstream when the
+        partition forwards it); True when it was swallowed."""
         match = self._partition
         if match is None or not match(method, path, headers):
             return False
-        self.held += 1
+        with self._lock:
+            self.held += 1
+            forward = self._forward(method, path, headers)
+        if forward:
+            self._upstream(method, path, headers, body)  # applied; the answer is dropped
+            with self._lock:
+                self.applied += 1
         while not self._healed.wait(0.05) and not self._closed.is_set():
             pass
         return True
+
+    def _upstream(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send the request to the upstream; (status, headers, body) of its answer."""
+        upstream = http.client.HTTPConnection(self._host, self._port, timeout=60)
+        try:
+            upstream.request(method, path, body=body, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            reply = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_HEADERS]
+            return response.status, reply, payload
+        finally:
+            upstream.close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -107,7 +146,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length) if length else b""
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-                if proxy._hold(self.command, self.path, headers):
+                if proxy._hold(self.command, self.path, headers, body):
                     self.close_connection = True  # no answer, ever: the client must give up
                     return
                 decision = proxy.decide(self.command, self.path, headers)
@@ -116,17 +155,7 @@ class FaultProxy:
                         decision.status, [("Content-Type", decision.content_type)], decision.body
                     )
                     return
-                upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)
-                try:
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    response = upstream.getresponse()
-                    payload = response.read()
-                    reply = [
-                        (k, v) for k, v in response.getheaders() if k.lower() not in _HOP_HEADERS
-                    ]
-                    status = response.status
-                finally:
-                    upstream.close()
+                status, reply, payload = proxy._upstream(self.command, self.path, headers, body)
                 if callable(decision):
                     decision()  # e.g. kill the client after the write was applied
                 if isinstance(decision, Fault):

@@ -13,8 +13,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first (pinned in pyproject.toml), so a code change reuses this layer; wheels only,
 # so the builder needs no compiler either.
+# No extras by default: moto (the `embedded` extra, for `crypto-live up` without an endpoint and
+# for the tests) stays out; `--build-arg EXTRAS=embedded` adds it (to compare image sizes).
+ARG EXTRAS=
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = [e for e in os.environ['EXTRAS'].split(',') if e]; print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" > requirements.txt \
  && pip install --only-binary=:all: -r requirements.txt
 COPY core ./core
 COPY crypto_live ./crypto_live

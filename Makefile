@@ -2,18 +2,28 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# Two installs: `make up` (and dashboard, lake) needs the package with its `embedded` extra (moto's
+# server); tests, lint, types and benchmarks add `dev`. The Docker image has neither.
 STAMP := $(VENV)/.installed-stamp
+UP_STAMP := $(VENV)/.installed-up-stamp
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 SOURCE ?= binance
 
 .PHONY: up test check lint types bench clean compose-validator chromium dashboard lake
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) --upgrade pip
 
-up: $(STAMP)
+$(UP_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[embedded]'
+	touch $(UP_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev,embedded]'
+	touch $(STAMP) $(UP_STAMP)
+
+up: $(UP_STAMP)
 	$(BIN)/crypto-live up --source $(SOURCE)
 
 test: $(STAMP) compose-validator chromium
@@ -60,10 +70,10 @@ chromium:
 
 LOCAL_AWS := $(or $(AWS_ENDPOINT_URL),http://127.0.0.1:$(or $(EMBEDDED_AWS_PORT),4566))
 
-dashboard: $(STAMP)
+dashboard: $(UP_STAMP)
 	$(BIN)/crypto-live dashboard --endpoint-url $(LOCAL_AWS)
 
-lake: $(STAMP)
+lake: $(UP_STAMP)
 	$(BIN)/crypto-live lake compact --endpoint-url $(LOCAL_AWS)
 	$(BIN)/crypto-live lake candles --endpoint-url $(LOCAL_AWS)
 	$(BIN)/crypto-live lake report --date $$(date -u +%F) --force --endpoint-url $(LOCAL_AWS)

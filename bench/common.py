@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_live import embedded
-from crypto_live.embedded import DUMMY_CREDENTIALS
+from crypto_live.embedded import DUMMY_CREDENTIALS, MotoServer, reset_moto
 from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload
 from schemas.record import MiniTicker
 
@@ -69,7 +68,7 @@ def moto_process() -> Iterator[MotoProcess]:
     """The embedded AWS (moto's stock standalone server) in a separate process."""
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    with embedded.moto_process() as moto:
+    with MotoServer() as moto:
         yield MotoProcess(moto.endpoint, moto.pid)
 
 
@@ -206,4 +205,4 @@ def publish(settings: Any, clients: Any, records: Iterable[Mapping[str, Any]]) -
 
 def reset_account(endpoint: str) -> None:
     """Empty the embedded AWS (moto's reset API), so rows do not see each other's data."""
-    embedded.reset_moto(endpoint)
+    reset_moto(endpoint)

@@ -1,8 +1,19 @@
-"""The embedded AWS endpoint: moto's standalone server on 127.0.0.1."""
+"""The embedded AWS endpoint: moto's standalone server on 127.0.0.1.
+
+moto comes with the ``embedded`` extra (``pip install 'crypto-live[embedded]'``), never with
+the service image, so it is imported only when a server starts. Two ways to run it:
+
+- :class:`EmbeddedAws`, moto's threaded server inside this process, is what ``crypto-live up``
+  starts when no ``AWS_ENDPOINT_URL`` is set.
+- :class:`MotoServer` runs ``python -m moto.server`` (or a module wrapping it) as a process of
+  its own, so its CPU is measured apart and never competes for this interpreter's GIL. The
+  benchmarks use it, and they import no test code (``bench/`` never imports ``tests/``), which
+  is why it lives here rather than in tests/support; the test suite starts its patched server
+  (tests/support/moto_server.py) through it as well. It imports nothing of moto itself.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -11,9 +22,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
 from core.errors import ConfigError, CryptoLiveError
@@ -25,6 +35,14 @@ DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
 }
+INSTALL_HINT = (
+    "the embedded AWS endpoint needs moto: pip install 'crypto-live[embedded]' "
+    "(or set AWS_ENDPOINT_URL to LocalStack or AWS)"
+)
+
+
+class EmbeddedAwsUnavailableError(CryptoLiveError):
+    """moto (the ``embedded`` extra) is not installed."""
 
 
 class EmbeddedAws:
@@ -41,7 +59,10 @@ class EmbeddedAws:
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the server; returns its endpoint URL."""
-        from moto.server import ThreadedMotoServer
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as err:  # moto, or its server extra (flask), is missing
+            raise EmbeddedAwsUnavailableError(INSTALL_HINT) from err
 
         if _port_in_use(self._host, self._port):
             raise ConfigError(
@@ -62,32 +83,55 @@ class EmbeddedAws:
             server.stop()  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True, slots=True)
-class MotoProcess:
-    """A moto server running in its own process: where it answers, and its pid."""
+class MotoServer:
+    """``python -m <module> -H 127.0.0.1 -p <free port>`` (moto's server, or a module wrapping
+    it) as a process, for the ``with`` block; its output goes to ``log`` (default: discarded)."""
 
-    endpoint: str
-    pid: int
+    def __init__(
+        self, module: str = "moto.server", *, log: IO[bytes] | None = None, cwd: Path | None = None
+    ) -> None:
+        self._module = module
+        self._log = log
+        self._cwd = cwd
+        self._port = _free_port("127.0.0.1")
+        self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
 
-@contextlib.contextmanager
-def moto_process(
-    module: str = "moto.server", *, log: IO[bytes] | None = None, cwd: Path | None = None
-) -> Iterator[MotoProcess]:
-    """Run ``python -m <module> -H 127.0.0.1 -p <free port>`` (moto's server, or a module
-    wrapping it) until the block ends; output goes to ``log`` (default: discarded)."""
-    port = _free_port("127.0.0.1")
-    proc = subprocess.Popen(  # noqa: S603 - our interpreter and a module name we pass
-        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log if log is not None else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        cwd=cwd,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(endpoint, timeout=30)
-        yield MotoProcess(endpoint, proc.pid)
-    finally:
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise CryptoLiveError("moto server not started")
+        return self._proc.pid
+
+    def __enter__(self) -> MotoServer:
+        self._proc = subprocess.Popen(  # noqa: S603 - our interpreter and a module name we pass
+            [sys.executable, "-m", self._module, "-H", "127.0.0.1", "-p", str(self._port)],
+            stdout=self._log if self._log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self._cwd,
+        )
+        try:
+            wait_until_ready(self.endpoint, timeout=30)
+        except BaseException:
+            self._terminate()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._terminate()
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -132,6 +176,8 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _free_port(host: str) -> int:
+    # Tests still import this private name (tests/deploy, tests/system); new test code uses
+    # tests.support.emulator.free_port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -10,7 +10,7 @@ import pytest
 
 from core.aws import AwsClients
 from core.settings import Settings, load_settings
-from crypto_live.embedded import DUMMY_CREDENTIALS, moto_process, reset_moto
+from tests.support.emulator import DUMMY_CREDENTIALS, moto_server, reset_moto
 
 # boto3 must never find real credentials or config in tests.
 for _name, _value in DUMMY_CREDENTIALS.items():
@@ -29,13 +29,8 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone server in its own process, as a real AWS endpoint (see
     tests/support/moto_server.py for the one Kinesis resharding fix it carries)."""
     log_path = Path(tmp_path_factory.mktemp("moto")) / "moto.log"
-    with (
-        log_path.open("wb") as log_file,
-        moto_process(
-            "tests.support.moto_server", log=log_file, cwd=Path(__file__).parent.parent
-        ) as moto,
-    ):
-        yield moto.endpoint
+    with log_path.open("wb") as log_file, moto_server(log_file) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -17,18 +17,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from core.aws_errors import aws_error, error_code
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Gauges, Histograms, Metrics
 from core.threads import PRODUCER_PUTS, DaemonThreadPool
 from producer.aggregation import PutEntry, ShardAggregator, plan_requests
 from producer.kinesis import StreamWriter
-from producer.retry import (
-    PutResultMismatchError,
-    is_permanent_request_error,
-    permanent_failures,
-    split_put_result,
-)
+from producer.retry import PutResultMismatchError, permanent_failures, split_put_result
 from producer.shard_map import ShardMap
 from producer.undelivered import NOT_SENT, UNANSWERED, Undelivered, rejected_reason
 
@@ -338,16 +334,14 @@ class Publisher:
             self._metrics.observe(Histograms.PUT_SECONDS, self._clock() - started)
             self._metrics.inc(Counters.PUT_REQUESTS)
             self._handle_response(entries, response)
-        except ClientError as err:
-            error = err.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if is_permanent_request_error(code, status):
-                self._reject(entries, f"{code}: {error.get('Message', '')}")
-                self._reset_backoff(shards)
-            else:
+        except (ClientError, BotoCoreError) as err:
+            failure = aws_error(err, "PutRecords")
+            if failure.retriable:  # throttling, 5xx, timeouts, lost connections
                 self._retry(entries, shards, err)
-        except (BotoCoreError, PutResultMismatchError) as err:
+            else:
+                self._reject(entries, _request_error(err))
+                self._reset_backoff(shards)
+        except PutResultMismatchError as err:
             self._retry(entries, shards, err)
         except Exception as err:  # a bug must not lose entries; it surfaces in add()
             log.error("PutRecords failed unexpectedly: %r", err, exc_info=err)
@@ -407,3 +401,10 @@ class Publisher:
             attempt = self._attempts.get(shard, 0)
             self._attempts[shard] = attempt + 1
             self._retry_at[shard] = now + self._backoff.delay(attempt)
+
+
+def _request_error(err: BaseException) -> str:
+    """``"code: message"`` of a refused request, for the dead letters' reason."""
+    if isinstance(err, ClientError):
+        return f"{error_code(err)}: {err.response.get('Error', {}).get('Message', '')}"
+    return str(err)

@@ -5,38 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from core.aws_errors import RETRIABLE_RECORD_CODES, classify_code, classify_record_code
 from core.errors import CryptoLiveError
 from producer.aggregation import PutEntry
 
-RETRIABLE_ERROR_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ThrottlingException",
-        "KMSThrottlingException",
-    }
-)
-# Request-level errors (the whole call failed) that a retry cannot fix: a missing stream, no
-# permission, a bad request, KMS key problems. Anything else (throttling, 5xx, timeouts, lost
-# connections) is retried.
-PERMANENT_REQUEST_ERROR_CODES: Final = frozenset(
-    {
-        "ResourceNotFoundException",
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ValidationException",
-        "InvalidArgumentException",
-        "SerializationException",
-        "KMSAccessDeniedException",
-        "KMSDisabledException",
-        "KMSInvalidStateException",
-        "KMSNotFoundException",
-        "KMSOptInRequired",
-    }
-)
+# Kept for callers of the producer's names; the classification itself is core.aws_errors'.
+RETRIABLE_ERROR_CODES: Final = RETRIABLE_RECORD_CODES
 
 
 class PutResultMismatchError(CryptoLiveError):
@@ -45,21 +19,12 @@ class PutResultMismatchError(CryptoLiveError):
 
 def is_retriable_error_code(code: str) -> bool:
     """Whether a per-record PutRecords error may succeed on retry (KMS access errors do not)."""
-    return code in RETRIABLE_ERROR_CODES
+    return classify_record_code(code).retriable
 
 
 def is_permanent_request_error(code: str, http_status: int | None) -> bool:
     """Whether a failed PutRecords call must not be retried (retrying cannot make it succeed)."""
-    if code in PERMANENT_REQUEST_ERROR_CODES:
-        return True
-    # Other 4xx answers are the request's fault too, except throttling and expired requests.
-    transient = ("Throttl", "LimitExceeded", "ProvisionedThroughputExceeded", "Expired", "Timeout")
-    return (
-        http_status is not None
-        and 400 <= http_status < 500
-        and http_status not in (408, 429)
-        and not any(word in code for word in transient)
-    )
+    return not classify_code(code, http_status).retriable
 
 
 def split_put_result(

@@ -10,10 +10,10 @@ from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.dynamodb.items import Item, LatestUpdate, chunk, history_key
+from core.aws_errors import aws_error, error_code
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
@@ -21,15 +21,6 @@ from core.threads import DaemonThreadPool
 
 log = logging.getLogger(__name__)
 
-RETRIABLE_ERROR_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
 DEFAULT_GIVE_UP_AFTER: Final = 600.0  # seconds of retrying before the batch is handed back
 
 _T = TypeVar("_T")
@@ -58,20 +49,6 @@ class DynamoDbSinkWriter(Protocol):
     def write_history(self, items: Sequence[Item]) -> None: ...
 
     def update_latest(self, updates: Sequence[LatestUpdate]) -> None: ...
-
-
-def is_retriable(err: Exception) -> bool:
-    """Throttling, 5xx and connection failures may succeed on retry; other errors will not."""
-    if isinstance(err, BotoConnectionError | HTTPClientError):
-        return True
-    if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return _code(err) in RETRIABLE_ERROR_CODES or int(status) >= 500
-    return False
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
 
 
 def _require_unique_keys(items: Sequence[Item]) -> None:
@@ -149,7 +126,7 @@ class DynamoDbWriter:
         try:
             self._call(self._dynamodb.put_item, **update.to_request(self._latest_table))
         except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
+            if error_code(err) == "ConditionalCheckFailedException":
                 self._metrics.inc(Counters.LATEST_STALE_SKIPPED)
                 return False
             raise
@@ -190,8 +167,8 @@ class DynamoDbWriter:
                 raise DynamoDbRetriesExhaustedError(f"writer closed before {what}")
             try:
                 return call()
-            except (ClientError, BotoConnectionError, HTTPClientError) as err:
-                if not is_retriable(err):
+            except (ClientError, BotoCoreError) as err:
+                if not aws_error(err).retriable:
                     raise DynamoDbWriteError(f"{what} failed: {err}") from err
                 self._metrics.inc(Counters.DYNAMODB_CALL_RETRIES)
                 log.warning("%s failed, retrying: %s", what, err)

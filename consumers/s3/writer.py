@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.s3.format import CONTENT_ENCODING, CONTENT_TYPE
+from core.aws_errors import aws_error
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
@@ -21,25 +22,6 @@ log = logging.getLogger(__name__)
 SSE_ALGORITHMS: Final = frozenset({"AES256", "aws:kms"})
 DEFAULT_BACKOFF: Final = Backoff(base=0.1, cap=20.0)
 DEFAULT_GIVE_UP_SECONDS: Final = 600.0
-
-# S3 error codes (and HTTP statuses) that may succeed when the same PUT is sent again.
-RETRIABLE_S3_ERROR_CODES: Final = frozenset(
-    {
-        "SlowDown",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "OperationAborted",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "KMS.ThrottlingException",
-        "KMSThrottlingException",
-        "500",
-        "503",
-    }
-)
 
 
 class S3SinkError(CryptoLiveError):
@@ -60,19 +42,6 @@ class BatchWriter(Protocol):
     """Where batch objects go; ``put`` returns only once the object is durable."""
 
     def put(self, key: str, body: bytes) -> None: ...
-
-
-def is_retriable_s3_error(err: Exception) -> bool:
-    """Whether sending the same PUT again may succeed."""
-    if isinstance(err, ParamValidationError):
-        return False
-    if isinstance(err, BotoCoreError):
-        return True  # connection resets, timeouts, credential refresh hiccups
-    if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return str(error.get("Code", "")) in RETRIABLE_S3_ERROR_CODES or status in (429, 500, 503)
-    return False
 
 
 class S3BatchWriter:
@@ -119,7 +88,7 @@ class S3BatchWriter:
             try:
                 self._put_object(key, body)
             except (BotoCoreError, ClientError) as err:
-                if not is_retriable_s3_error(err):
+                if not aws_error(err).retriable:
                     raise S3PutRejectedError(f"PUT s3://{self._bucket}/{key}: {err}") from err
                 if self._clock() >= deadline or self._closing.is_set():
                     raise S3PutRetriesExhaustedError(

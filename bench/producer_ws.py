@@ -1,8 +1,9 @@
 """Producer through the real websocket path: frames -> python-binance -> producer -> Kinesis.
 
-The simulated exchange (in this process) sends a script of frames as fast as the producer
-reads them; the producer runs in its own process with default settings and measures its own
-CPU time (time.process_time, every thread) from its first message to its last confirmed put.
+A websocket server in this process (Binance's frames, no simulated market behind them) sends
+a script of frames as fast as the producer reads them; the producer runs in its own process
+with default settings and measures its own CPU time (time.process_time, every thread) from its
+first message to its last confirmed put.
 Aggregated and unaggregated run side by side, for the all-market array stream and for one
 symbol per frame; from the bytes and Kinesis records per user record follows how many shards
 the all-market stream needs at ~2,000 symbols/s. Run `python -m bench.producer_ws` (it saves
@@ -12,14 +13,17 @@ its README "Performance" rows; `--quick` for a smoke run that saves nothing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+
+from websockets.asyncio.server import ServerConnection, serve
 
 from bench.common import (
     bench_parser,
@@ -35,7 +39,6 @@ from core.metrics import Counters, Metrics
 from core.settings import load_settings
 from crypto_live.embedded import DUMMY_CREDENTIALS
 from crypto_live.exchange.price_walk import MarketSimulator
-from crypto_live.exchange.server import SimulatedExchange
 from crypto_live.provision import provision
 
 SHARDS = 4
@@ -86,6 +89,24 @@ def all_market_frames(records: int) -> list[str]:
     return out
 
 
+@contextlib.asynccontextmanager
+async def script_server(frames: list[str]) -> AsyncIterator[str]:
+    """A websocket server on a free loopback port; its first client gets ``frames``, as fast
+    as it reads them. Yields the base URL."""
+    first = True
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal first
+        if first:
+            first = False
+            for text in frames:
+                await connection.send(text)
+        await connection.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, compression=None, close_timeout=1.0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
 def producer_process(
     endpoint: str, url: str, aggregate: bool, records: int, out: Connection
 ) -> None:
@@ -133,13 +154,11 @@ async def run_one(
     clients.close()
     spawn = multiprocessing.get_context("spawn")
     receive, send = spawn.Pipe(duplex=False)
-    async with SimulatedExchange(autotick=False) as exchange:
+    async with script_server(frames) as url:
         child = spawn.Process(
-            target=producer_process, args=(endpoint, exchange.url, aggregate, records, send)
+            target=producer_process, args=(endpoint, url, aggregate, records, send)
         )
         child.start()
-        await exchange.wait_for_clients(1, timeout=60)
-        await exchange.send_script(frames)
         wall, cpu, counters = await asyncio.to_thread(receive.recv)
     child.join(timeout=60)
     return Result(

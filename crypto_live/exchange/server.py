@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
-import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from core.errors import CryptoLiveError
-from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload
+from crypto_live.exchange.price_walk import MarketSimulator
+from crypto_live.exchange.protocol import (
+    ALL_MARKET_STREAM,
+    SYMBOL_STREAM_TYPE,
+    Subscription,
+    TickFrames,
+    is_all_market_stream,
+    parse_request_path,
+)
 
 __all__ = [
     "ALL_MARKET_STREAM",
@@ -36,86 +40,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALL_MARKET_STREAM = "!miniTicker@arr"
-SYMBOL_STREAM_TYPE = "miniTicker"
-# python-binance's miniticker_socket() asks for "!miniTicker@arr@1000ms"; Binance accepts both.
-_ALL_MARKET_PATTERN = re.compile(r"!miniTicker@arr(@\d+ms)?")
 SLOW_CLIENT_CLOSE_CODE = 1008  # policy violation, as a server drops a consumer that lags
 NORMAL_CLOSE_CODE = 1000  # Binance ends a connection at its 24 h limit with a normal close
-_DROP_WAIT_SECONDS = 5.0
+_CLOSE_WAIT_SECONDS = 5.0
 
 
 class ExchangeError(CryptoLiveError):
     """The simulated exchange was used before start, or its tick loop failed."""
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """The streams one connection asked for; ``combined`` wraps data as Binance's /stream does."""
-
-    streams: tuple[str, ...]
-    combined: bool
-
-
-def parse_request_path(path: str) -> Subscription | None:
-    """Map ``/stream?streams=a/b`` or ``/ws/a/b`` to a subscription; None for anything else."""
-    parts = urlsplit(path)
-    if parts.path.rstrip("/") == "/stream":
-        raw = "/".join(parse_qs(parts.query).get("streams", []))
-        combined = True
-    elif parts.path.startswith("/ws/"):
-        raw = unquote(parts.path.removeprefix("/ws/"))
-        combined = False
-    else:
-        return None
-    streams = tuple(dict.fromkeys(name for name in raw.split("/") if name))
-    return Subscription(streams, combined) if streams else None
-
-
-def is_all_market_stream(stream: str) -> bool:
-    """True for ``!miniTicker@arr``, optionally with python-binance's ``@1000ms`` suffix."""
-    return _ALL_MARKET_PATTERN.fullmatch(stream) is not None
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-class TickFrames:
-    """One tick's payloads serialised once, then rendered as text frames per subscription."""
-
-    def __init__(self, payloads: Sequence[MiniTickerPayload]) -> None:
-        self._by_symbol = {payload["s"].lower(): _dumps(payload) for payload in payloads}
-        self._array: str | None = None
-        self._rendered: dict[Subscription, list[str]] = {}
-
-    def data_for(self, stream: str) -> str | None:
-        """The JSON ``data`` of ``stream`` this tick, or None if the stream carries nothing."""
-        if is_all_market_stream(stream):
-            if self._array is None:
-                # Built lazily: only needed when some client subscribed to the all-market stream.
-                self._array = "[" + ",".join(self._by_symbol.values()) + "]"
-            return self._array if self._by_symbol else None
-        symbol, _, stream_type = stream.partition("@")
-        if stream_type != SYMBOL_STREAM_TYPE:
-            return None
-        return self._by_symbol.get(symbol.lower())
-
-    def frames_for(self, subscription: Subscription) -> list[str]:
-        """Text frames for one subscription, memoised since many clients share subscriptions."""
-        frames = self._rendered.get(subscription)
-        if frames is None:
-            frames = []
-            for stream in subscription.streams:
-                data = self.data_for(stream)
-                if data is None:
-                    continue
-                if subscription.combined:
-                    frames.append(f'{{"stream":{_dumps(stream)},"data":{data}}}')
-                else:
-                    frames.append(data)
-            self._rendered[subscription] = frames
-        return frames
 
 
 @dataclass(frozen=True)
@@ -126,14 +57,12 @@ class _Close:
     reason: str
 
 
-_QueueItem = list[str] | asyncio.Future[None] | _Close
-
-
 class _Client:
     def __init__(self, connection: ServerConnection, subscription: Subscription, backlog: int):
         self.connection = connection
         self.subscription = subscription
-        self.queue: asyncio.Queue[_QueueItem] = asyncio.Queue(backlog)
+        # Frames (list[str]) and _Close, sent in order by _send_item; bounded, see _offer.
+        self.queue: asyncio.Queue[object] = asyncio.Queue(backlog)
         self.sender: asyncio.Task[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
         self.dropped = False
@@ -269,26 +198,6 @@ class SimulatedExchange:
                 queued += len(batch)
         return queued
 
-    async def wait_for_clients(self, n: int, timeout: float) -> None:  # noqa: ASYNC109 - test hook API
-        """Wait until at least ``n`` clients are connected; TimeoutError after ``timeout`` s."""
-        async with asyncio.timeout(timeout), self._clients_changed:
-            await self._clients_changed.wait_for(lambda: len(self._clients) >= n)
-
-    async def send_raw(self, text: str) -> None:
-        """Send this exact text frame to every connected client."""
-        await self.send_script([text])
-
-    async def send_script(self, messages: list[str]) -> None:
-        """Send each text in order to every client; returns once all were written."""
-        flushed: list[asyncio.Future[None]] = []
-        loop = asyncio.get_running_loop()
-        for client in list(self._clients):
-            done: asyncio.Future[None] = loop.create_future()
-            if self._offer(client, list(messages)) and self._offer(client, done):
-                flushed.append(done)
-        if flushed:
-            await asyncio.gather(*flushed)
-
     async def close_connections(
         self, code: int = NORMAL_CLOSE_CODE, reason: str = "server closing"
     ) -> None:
@@ -297,19 +206,10 @@ class SimulatedExchange:
         closing = list(self._clients)
         for client in closing:
             self._offer(client, _Close(code, reason))
-        async with asyncio.timeout(_DROP_WAIT_SECONDS), self._clients_changed:
+        async with asyncio.timeout(_CLOSE_WAIT_SECONDS), self._clients_changed:
             await self._clients_changed.wait_for(lambda: self._clients.isdisjoint(closing))
 
-    async def drop_connections(self) -> None:
-        """Abort every connection without a close frame, so clients must reconnect."""
-        dropped = list(self._clients)
-        for client in dropped:
-            client.connection.transport.abort()
-        logger.info("aborted %d client connections", len(dropped))
-        async with asyncio.timeout(_DROP_WAIT_SECONDS), self._clients_changed:
-            await self._clients_changed.wait_for(lambda: self._clients.isdisjoint(dropped))
-
-    def _offer(self, client: _Client, item: _QueueItem) -> bool:
+    def _offer(self, client: _Client, item: object) -> bool:
         if client.dropped:
             return False
         try:
@@ -369,7 +269,6 @@ class SimulatedExchange:
             client.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await client.sender
-            _release_flush_waiters(client.queue)
             await self._unregister(client)
 
     def _expire(self, client: _Client) -> None:
@@ -390,32 +289,31 @@ class SimulatedExchange:
         closer.add_done_callback(self._closers.discard)
 
     async def _send_loop(self, client: _Client) -> None:
-        limit = self._close_after_frames
         try:
-            while True:
-                item = await client.queue.get()
-                if isinstance(item, _Close):
-                    self.connections_closed += 1
-                    self._close(client, item.code, item.reason, from_sender=True)
-                    return
-                if isinstance(item, asyncio.Future):
-                    if not item.done():
-                        item.set_result(None)
-                    continue
-                for text in item:
-                    # Awaits drain above the write limit; the bounded queue then catches a laggard.
-                    await client.connection.send(text)
-                    self.messages_sent += 1
-                    client.frames_sent += 1
-                    if limit is not None and client.frames_sent >= limit:
-                        logger.info("closing %s after %d frames", client.name, limit)
-                        self.connections_closed += 1
-                        self._close(
-                            client, NORMAL_CLOSE_CODE, "frame limit reached", from_sender=True
-                        )
-                        return
+            while await self._send_item(client, await client.queue.get()):
+                pass
         except ConnectionClosed:
             logger.debug("client %s went away while sending", client.name)
+
+    async def _send_item(self, client: _Client, item: object) -> bool:
+        """Act on one queued item (frames, or a close); False once the connection is done."""
+        if isinstance(item, _Close):
+            self.connections_closed += 1
+            self._close(client, item.code, item.reason, from_sender=True)
+            return False
+        assert isinstance(item, list)
+        limit = self._close_after_frames
+        for text in item:
+            # Awaits drain above the write limit; the bounded queue then catches a laggard.
+            await client.connection.send(text)
+            self.messages_sent += 1
+            client.frames_sent += 1
+            if limit is not None and client.frames_sent >= limit:
+                logger.info("closing %s after %d frames", client.name, limit)
+                self.connections_closed += 1
+                self._close(client, NORMAL_CLOSE_CODE, "frame limit reached", from_sender=True)
+                return False
+        return True
 
     async def _register(self, client: _Client) -> None:
         async with self._clients_changed:
@@ -443,14 +341,6 @@ class SimulatedExchange:
                 logger.warning("tick loop %.3f s behind; skipping %d ticks", lag, skipped)
                 next_at += skipped * interval
             await asyncio.sleep(next_at - loop.time())
-
-
-def _release_flush_waiters(queue: asyncio.Queue[_QueueItem]) -> None:
-    # Nothing more will be written to a closed client; let send_script return.
-    while not queue.empty():
-        item = queue.get_nowait()
-        if isinstance(item, asyncio.Future) and not item.done():
-            item.set_result(None)
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -14,10 +14,10 @@ from consumers.operations.stream_dump import read_stream
 from core.aws import AwsClients
 from core.metrics import Counters, Metrics
 from core.settings import Settings
-from crypto_live.exchange.server import SimulatedExchange
 from crypto_live.provision import provision
 from producer.app import build_producer
 from producer.shard_map import ShardMap
+from tests.support.exchange import ScriptedExchange
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -103,7 +103,7 @@ async def run_script(
     settings: Settings, clients: AwsClients, messages: list[str], valid: int
 ) -> Metrics:
     metrics = Metrics("producer")
-    async with SimulatedExchange(autotick=False) as exchange:
+    async with ScriptedExchange(autotick=False) as exchange:
         run_settings = settings.with_overrides(
             binance_stream_url=exchange.url,
             binance_streams=[*(f"{s.lower()}@miniTicker" for s in SYMBOLS), "!miniTicker@arr"],

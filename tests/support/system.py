@@ -21,7 +21,7 @@ from consumers.operations.stream_dump import read_stream
 from core.aws import AwsClients
 from core.metrics import Counters, Metrics
 from core.settings import Settings
-from crypto_live.exchange.server import SimulatedExchange
+from tests.support.exchange import ScriptedExchange
 from tests.support.fault_proxy import Decision, FaultProxy
 from tests.support.pipeline import (
     BASE_MS,
@@ -46,19 +46,19 @@ Launch = Callable[[Path], ServiceProcess]  # starts a service, logging to the gi
 
 
 class ExchangeThread:
-    """A scripted SimulatedExchange on its own event loop, for producers run as processes."""
+    """A ScriptedExchange on its own event loop, for producers run as processes."""
 
     def __init__(self, **options: Any) -> None:
         self._options = {"autotick": False, "seed": SEED, **options}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.exchange: SimulatedExchange
+        self.exchange: ScriptedExchange
 
     def __enter__(self) -> ExchangeThread:
         self._thread.start()
 
-        async def start() -> SimulatedExchange:
-            exchange = SimulatedExchange(**self._options)
+        async def start() -> ScriptedExchange:
+            exchange = ScriptedExchange(**self._options)
             await exchange.start()
             return exchange
 

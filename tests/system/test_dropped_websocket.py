@@ -12,7 +12,7 @@ import pytest
 from core.aws import AwsClients
 from core.metrics import Counters
 from core.settings import Settings
-from crypto_live.exchange.server import SimulatedExchange
+from tests.support.exchange import ScriptedExchange
 from tests.support.pipeline import (
     launch_producer,
     provisioned,
@@ -38,7 +38,7 @@ def test_dropped_websocket_reconnects_and_continues(
     batches = [[payload(i) for i in range(start, start + 20)] for start in range(1_000, 5_000, 20)]
     connections_at_send: list[int] = []
 
-    async def feed(exchange: SimulatedExchange) -> None:
+    async def feed(exchange: ScriptedExchange) -> None:
         for batch in batches:
             connections_at_send.append(exchange.connections_total)
             await exchange.send_script([envelope(data) for data in batch])

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from crypto_live.exchange import ExchangeError, MarketSimulator, SimulatedExchange, serve_forever
 from crypto_live.exchange.server import Subscription, parse_request_path
+from tests.support.exchange import ScriptedExchange
 
 with warnings.catch_warnings():
     # python-binance 1.0.37 imports websockets' deprecated legacy client at import time.
@@ -87,7 +88,7 @@ def test_parse_request_path() -> None:
 def test_multiplex_socket_gets_combined_frames_matching_the_seeded_walk() -> None:
     async def scenario() -> None:
         expected = MarketSimulator(5, seed=42).tick(NOW_MS)
-        async with SimulatedExchange(symbols=5, seed=42, autotick=False) as exchange:
+        async with ScriptedExchange(symbols=5, seed=42, autotick=False) as exchange:
             streams = ["btcusdt@miniTicker", "!miniTicker@arr"]
             async with binance_socket(exchange, streams) as sock:
                 await exchange.wait_for_clients(1, timeout=5)
@@ -124,7 +125,7 @@ def test_autotick_streams_every_symbol_at_the_rate() -> None:
 def test_raw_streams_send_bare_payloads() -> None:
     async def scenario() -> None:
         async with (
-            SimulatedExchange(symbols=3, seed=2, autotick=False) as exchange,
+            ScriptedExchange(symbols=3, seed=2, autotick=False) as exchange,
             binance_socket(exchange, raw="BTCUSDT") as single,
             binance_socket(exchange, raw="!miniTicker@arr") as array,
         ):
@@ -141,7 +142,7 @@ def test_raw_streams_send_bare_payloads() -> None:
 
 def test_unknown_symbol_gets_nothing_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        async with SimulatedExchange(symbols=3, seed=3, autotick=False) as exchange:
+        async with ScriptedExchange(symbols=3, seed=3, autotick=False) as exchange:
             streams = ["nosuchusdt@miniTicker", "btcusdt@miniTicker"]
             async with binance_socket(exchange, streams) as sock:
                 await exchange.wait_for_clients(1, timeout=5)
@@ -162,7 +163,7 @@ def test_send_script_keeps_order() -> None:
             for n in range(50)
         ]
         async with (
-            SimulatedExchange(symbols=1, autotick=False) as exchange,
+            ScriptedExchange(symbols=1, autotick=False) as exchange,
             binance_socket(exchange, ["btcusdt@miniTicker"]) as sock,
         ):
             await exchange.wait_for_clients(1, timeout=5)
@@ -178,7 +179,7 @@ def test_send_raw_reaches_every_client_verbatim() -> None:
     async def scenario() -> None:
         text = '{"stream":"btcusdt@miniTicker","data":{"e":"24hrMiniTicker","c":"1e400"}}'
         async with (
-            SimulatedExchange(symbols=1, autotick=False) as exchange,
+            ScriptedExchange(symbols=1, autotick=False) as exchange,
             binance_socket(exchange, ["btcusdt@miniTicker"]) as sock,
             connect(f"{exchange.url}ws/btcusdt@miniTicker") as plain,
         ):
@@ -195,7 +196,7 @@ def test_malformed_frame_ends_python_binance_read_loop() -> None:
 
     async def scenario() -> None:
         async with (
-            SimulatedExchange(symbols=1, autotick=False) as exchange,
+            ScriptedExchange(symbols=1, autotick=False) as exchange,
             binance_socket(exchange, ["btcusdt@miniTicker"]) as sock,
         ):
             await exchange.wait_for_clients(1, timeout=5)
@@ -212,7 +213,7 @@ def test_malformed_frame_ends_python_binance_read_loop() -> None:
 def test_python_binance_reconnects_after_drop_connections() -> None:
     async def scenario() -> None:
         async with (
-            SimulatedExchange(symbols=2, rate_hz=10, seed=4) as exchange,
+            ScriptedExchange(symbols=2, rate_hz=10, seed=4) as exchange,
             binance_socket(exchange, ["btcusdt@miniTicker"]) as sock,
         ):
             before = await recv_data(sock)
@@ -238,7 +239,7 @@ def test_slow_client_is_dropped_without_stalling_others(caplog: pytest.LogCaptur
                 received.append(str(message))
 
     async def scenario() -> None:
-        exchange = SimulatedExchange(symbols=2_000, seed=5, autotick=False, slow_client_seconds=0)
+        exchange = ScriptedExchange(symbols=2_000, seed=5, autotick=False, slow_client_seconds=0)
         async with exchange:
             url = f"{exchange.url}ws/!miniTicker@arr"
             # The slow client stops reading after one message, so the server's buffers fill up.

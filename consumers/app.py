@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from consumers.engine.kinesis import BotoKinesisShards
 from consumers.engine.leases import DynamoLeaseStore
 from consumers.engine.processor import ProcessorFactory
 from consumers.engine.records import UndecodableRecord
+from consumers.engine.shard_reader import ReaderConfig
 from consumers.engine.worker import Worker, WorkerConfig
 from core.aws import AwsClients
 from core.dead_letters import DeadLetter, S3DeadLetterStore
@@ -35,8 +37,6 @@ def lease_table_name(settings: Settings, kind: ConsumerKind) -> str:
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
-    from consumers.engine.shard_reader import ReaderConfig
-
     return WorkerConfig(
         failover_seconds=settings.failover_seconds,
         discovery_seconds=settings.shard_discovery_seconds,
@@ -156,7 +156,7 @@ def build_worker(
     """A worker of the ``kind`` consumer group writing to ``sink``, ready to run."""
     app = app_name(settings, kind)
     return Worker(
-        kinesis=clients.kinesis,
+        kinesis=BotoKinesisShards(clients.kinesis, settings.kinesis_stream_name),
         stream=settings.kinesis_stream_name,
         leases=DynamoLeaseStore(clients.dynamodb, lease_table_name(settings, kind)),
         processors=sink.processors,

@@ -6,14 +6,18 @@ own a shard: whoever wrote last bumped the counter, and the other's next write f
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.engine.records import Position
+from core.aws_errors import aws_error, error_code
 from core.errors import CryptoLiveError
 
 SHARD_END: Final = "SHARD_END"
@@ -49,7 +53,8 @@ class Lease:
 
 
 class LeaseStore(Protocol):
-    """The lease table. Writes raise LeaseLostError when their condition fails."""
+    """The lease table. Writes raise LeaseLostError when their condition fails; any other
+    failure is a ``core.errors.AwsError`` whose ``retriable`` says whether to try again."""
 
     def ensure_table(self) -> None: ...
 
@@ -76,16 +81,37 @@ class MemoryLeaseStore:
     def __init__(self) -> None:
         self._items: dict[str, Lease] = {}
         self._lock = threading.Lock()
+        self._faults: deque[Exception] = deque()
+        self._outage: Exception | None = None
+
+    def fail_next(self, error: Exception, times: int = 1) -> None:
+        """The next ``times`` calls raise ``error`` (e.g. a retriable AwsError)."""
+        with self._lock:
+            self._faults.extend([error] * times)
+
+    def outage(self, error: Exception | None) -> None:
+        """Every call raises ``error`` until ``outage(None)``."""
+        with self._lock:
+            self._outage = error
+
+    def _check(self) -> None:
+        if self._outage is not None:
+            raise self._outage
+        if self._faults:
+            raise self._faults.popleft()
 
     def ensure_table(self) -> None:
-        return None
+        with self._lock:
+            self._check()
 
     def list_leases(self) -> list[Lease]:
         with self._lock:
+            self._check()
             return sorted(self._items.values(), key=lambda lease: lease.shard_id)
 
     def create(self, shard_id: str, parents: tuple[str, ...], checkpoint: str) -> bool:
         with self._lock:
+            self._check()
             if shard_id in self._items:
                 return False
             self._items[shard_id] = Lease(shard_id, None, 0, checkpoint, 0, parents)
@@ -93,6 +119,7 @@ class MemoryLeaseStore:
 
     def _swap(self, lease: Lease, new: Lease, *, check_owner: bool) -> Lease:
         with self._lock:
+            self._check()
             current = self._items.get(lease.shard_id)
             if (
                 current is None
@@ -133,25 +160,27 @@ class DynamoLeaseStore:
         return self._table
 
     def ensure_table(self) -> None:
-        try:
-            self._db.create_table(
-                TableName=self._table,
-                BillingMode="PAY_PER_REQUEST",
-                KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
+        with _as_aws_error(f"CreateTable {self._table}"):
+            try:
+                self._db.create_table(
+                    TableName=self._table,
+                    BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
+                )
+            except ClientError as err:
+                if error_code(err) != "ResourceInUseException":
+                    raise
+            self._db.get_waiter("table_exists").wait(
+                TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
-        except ClientError as err:
-            if _code(err) != "ResourceInUseException":
-                raise
-        self._db.get_waiter("table_exists").wait(
-            TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
 
     def list_leases(self) -> list[Lease]:
         leases: list[Lease] = []
         params: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
         while True:
-            page = self._db.scan(**params)
+            with _as_aws_error(f"Scan {self._table}"):
+                page = self._db.scan(**params)
             leases.extend(_from_item(item) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 return sorted(leases, key=lambda lease: lease.shard_id)
@@ -173,9 +202,11 @@ class DynamoLeaseStore:
                 ConditionExpression="attribute_not_exists(shard_id)",
             )
         except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
+            if error_code(err) == "ConditionalCheckFailedException":
                 return False
-            raise
+            raise aws_error(err, f"PutItem lease {shard_id}") from err
+        except BotoCoreError as err:
+            raise aws_error(err, f"PutItem lease {shard_id}") from err
         return True
 
     def take(self, lease: Lease, owner: str) -> Lease:
@@ -238,13 +269,20 @@ class DynamoLeaseStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
+            if error_code(err) == "ConditionalCheckFailedException":
                 raise LeaseLostError(f"lease {lease.shard_id} changed") from err
-            raise
+            raise aws_error(err, f"UpdateItem lease {lease.shard_id}") from err
+        except BotoCoreError as err:
+            raise aws_error(err, f"UpdateItem lease {lease.shard_id}") from err
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
+@contextlib.contextmanager
+def _as_aws_error(what: str) -> Iterator[None]:
+    """botocore errors raised inside become the project's AwsError."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as err:
+        raise aws_error(err, what) from err
 
 
 def _from_item(item: dict[str, Any]) -> Lease:

@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from consumers.engine.deaggregation import DeaggregationError, UserRecord, deaggregate
+from consumers.engine.executors import BlockingRunner, EngineExecutors, PoolRunner
+from consumers.engine.kinesis import ExpiredIteratorError, IteratorType, RecordsPage, shards_of
 from consumers.engine.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
 from consumers.engine.processor import ShardProcessor
 from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
+from core.aws_errors import aws_error, is_aws_error
 from core.backoff import Backoff
-from core.errors import CryptoLiveError
+from core.errors import AwsError, CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
-from core.threads import in_thread
+from core.threads import LEASE_CALLS
 from schemas.codec import DecodeError, SingleObjectCodec
 
 log = logging.getLogger(__name__)
@@ -44,23 +45,26 @@ class LeaseHandle:
     lost: bool = False
     millis_behind: int | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Lease calls run on their own pool, never behind sink writes.
+    run: BlockingRunner = field(default_factory=lambda: PoolRunner(LEASE_CALLS))
 
     async def checkpoint(self, checkpoint: str, sub: int = 0) -> None:
         async with self.lock:
             if self.lost:
                 raise LeaseLostError(f"lease {self.lease.shard_id} lost")
             try:
-                self.lease = await in_thread(self.store.checkpoint, self.lease, checkpoint, sub)
+                self.lease = await self.run(self.store.checkpoint, self.lease, checkpoint, sub)
             except LeaseLostError:
                 self.lost = True
                 raise
 
     async def renew(self) -> None:
+        """Renew unless lost; a lease-table error (AwsError) propagates to the caller."""
         async with self.lock:
             if self.lost:
                 return
             try:
-                self.lease = await in_thread(self.store.renew, self.lease, self.millis_behind)
+                self.lease = await self.run(self.store.renew, self.lease, self.millis_behind)
             except LeaseLostError:
                 self.lost = True
                 log.warning("lost lease %s", self.lease.shard_id)
@@ -73,6 +77,10 @@ class ReaderConfig:
     idle_seconds: float = 0.5  # idleTimeBetweenReadsInMillis
     limit: int = 10_000  # maxRecords
     parent_poll_seconds: float = 1.0
+    # After a retriable failure past the read loop (a sink out of retries, a checkpoint or
+    # GetShardIterator failing): wait this backoff, then read again from the checkpoint.
+    retry_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
+    wall_clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
 
 
 class ShardReader:
@@ -91,9 +99,11 @@ class ShardReader:
         parents_done: Callable[[], bool],
         closed_ending: Callable[[], int | None],
         metrics: Metrics | None = None,
+        executors: EngineExecutors | None = None,
     ) -> None:
         self._handle = handle
-        self._kinesis = kinesis
+        self._kinesis = shards_of(kinesis, stream)
+        self._executors = executors or EngineExecutors()
         self._stream = stream
         self._processor = processor
         self._codec = codec
@@ -112,7 +122,9 @@ class ShardReader:
         return self._handle.lease.shard_id
 
     async def run(self, stop: asyncio.Event) -> Outcome:
-        """Read until the shard ends, ``stop`` is set or the lease is lost."""
+        """Read until the shard ends, ``stop`` is set or the lease is lost. A retriable
+        failure (a sink out of retries, a lease-table or Kinesis call) backs this shard off and
+        reads again from its checkpoint; a permanent one is raised to the owner."""
         try:
             return await self._run(stop)
         except LeaseLostError:
@@ -126,12 +138,45 @@ class ShardReader:
             if stop.is_set() or self._handle.lost:
                 return Outcome.STOPPED if not self._handle.lost else Outcome.LOST
             await _sleep_or_stop(stop, self._config.parent_poll_seconds)
+        failures = 0
+        while True:
+            try:
+                return await self._read(stop)
+            except LeaseLostError:
+                raise
+            except Exception as err:
+                if is_aws_error(err):  # a sink or dead-letter store that leaked botocore's
+                    err = aws_error(err)
+                if not isinstance(err, CryptoLiveError) or not err.retriable:
+                    raise
+                # Nothing beyond the checkpoint is durable for sure: drop it, wait, re-read.
+                self._processor.abandon()
+                delay = self._config.retry_backoff.delay(failures)
+                failures += 1
+                log.warning(
+                    "shard %s backs off %.1fs and re-reads from its checkpoint: %s",
+                    self.shard_id,
+                    delay,
+                    err,
+                    extra={"shard_id": self.shard_id},
+                )
+                await _sleep_or_stop(stop, delay)
+                if self._handle.lost:
+                    return Outcome.LOST
+                if stop.is_set():
+                    return Outcome.STOPPED
+
+    async def _read(self, stop: asyncio.Event) -> Outcome:
+        """One pass from the lease's checkpoint to shard end, stop or lost."""
         lease = self._handle.lease
         if lease.finished:
             return Outcome.SHARD_END
+        self._in_sink.clear()
+        self._last_read = None
         skip = lease.position
         iterator = await self._iterator(lease)
         attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
             if self._handle.lost:
                 self._processor.abandon()
@@ -139,52 +184,51 @@ class ShardReader:
             if stop.is_set():
                 await self._commit(await self._processor.shutdown())
                 return Outcome.STOPPED
-            started = time.monotonic()
+            started = loop.time()
             try:
-                response = await in_thread(
-                    self._kinesis.get_records, ShardIterator=iterator, Limit=self._config.limit
+                page = await self._executors.reads(
+                    self._kinesis.get_records, iterator, self._config.limit
                 )
-            except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                if code == "ExpiredIteratorException":
-                    iterator = await self._iterator_after_last_read(lease)
-                    continue
-                log.warning("GetRecords on %s failed (%s), backing off", self.shard_id, code)
-                self._metrics.inc(Counters.GET_RECORDS_RETRIES)
-                await _sleep_or_stop(stop, self._backoff.delay(attempt))
-                attempt += 1
+            except ExpiredIteratorError:
+                iterator = await self._iterator_after_last_read()
                 continue
-            except BotoCoreError as err:
+            except AwsError as err:
+                if not err.retriable:
+                    raise
                 log.warning("GetRecords on %s failed (%s), backing off", self.shard_id, err)
                 self._metrics.inc(Counters.GET_RECORDS_RETRIES)
-                await _sleep_or_stop(stop, self._backoff.delay(attempt))
+                # Throttled: the shard's read budget is spent for a second or so; wait longer.
+                await _sleep_or_stop(stop, self._backoff.delay(attempt + 2 * err.throttled))
                 attempt += 1
                 continue
             attempt = 0
-            raw_records = response.get("Records", [])
-            self._handle.millis_behind = int(response.get("MillisBehindLatest", 0))
-            self._metrics.set_shard_lag(self.shard_id, self._handle.millis_behind)
-            records = await self._decode(raw_records, skip)
-            if raw_records:
-                self._last_read = int(raw_records[-1]["SequenceNumber"])
-            if records:
-                self._metrics.inc(Counters.RECORDS_CONSUMED, len(records))
-                self._metrics.observe(Histograms.BATCH_RECORDS, len(records))
-                self._in_sink.extend((r.position, int(r.record["received_at"])) for r in records)
-                await self._commit(await self._processor.process(records))
-            next_iterator = response.get("NextShardIterator")
-            if next_iterator is None or (not raw_records and self._read_to_closed_end()):
+            if await self._handle_page(page, skip):
                 await self._end_shard()
                 return Outcome.SHARD_END
-            iterator = next_iterator
-            if not raw_records and self._handle.millis_behind == 0:
+            assert page.next_iterator is not None  # None ended the shard above
+            iterator = page.next_iterator
+            if not page.records and page.millis_behind == 0:
                 # Caught up: an empty read that is still behind (sparse shards on AWS) is not
                 # the tip, and a tip flush there could cut a batch a re-read would not.
-                now_ms = time.time_ns() // 1_000_000
-                await self._commit(await self._processor.at_tip(now_ms))
+                await self._commit(await self._processor.at_tip(self._config.wall_clock_ms()))
             await _sleep_or_stop(
-                stop, max(0.0, self._config.idle_seconds - (time.monotonic() - started))
+                stop, max(0.0, self._config.idle_seconds - (loop.time() - started))
             )
+
+    async def _handle_page(self, page: RecordsPage, skip: Position | None) -> bool:
+        """Hand one page to the processor; True when the shard has ended."""
+        self._handle.millis_behind = page.millis_behind
+        self._metrics.set_shard_lag(self.shard_id, page.millis_behind)
+        records = await self._decode(page.records, skip)
+        if page.records:
+            self._last_read = int(page.records[-1]["SequenceNumber"])
+        if records:
+            self._metrics.inc(Counters.RECORDS_CONSUMED, len(records))
+            self._metrics.observe(Histograms.BATCH_RECORDS, len(records))
+            self._in_sink.extend((r.position, int(r.record["received_at"])) for r in records)
+            await self._commit(await self._processor.process(records))
+        # AWS ends a closed shard with a null iterator; moto never does (see below).
+        return page.next_iterator is None or (not page.records and self._read_to_closed_end())
 
     def _read_to_closed_end(self) -> bool:
         # moto never returns a null NextShardIterator: a closed shard (per ListShards) whose
@@ -231,7 +275,7 @@ class ShardReader:
             for user in users:
                 self._decode_user(user, arrival, skip, out, bad)
         if bad:
-            await in_thread(self._dead_letters, bad)
+            await self._executors.dead_letters(self._dead_letters, bad)
         return out
 
     def _decode_user(
@@ -253,19 +297,20 @@ class ShardReader:
         out.append(ConsumedRecord(self.shard_id, position, arrival, user.partition_key, record))
 
     async def _iterator(self, lease: Lease) -> str:
-        params: dict[str, Any] = {"StreamName": self._stream, "ShardId": lease.shard_id}
         position = lease.position
+        kind: IteratorType
+        sequence: str | None = None
+        timestamp: datetime | None = None
         if position is not None:
             # AT, not AFTER: later user records of the same KPL aggregate are still unread.
-            params.update(
-                ShardIteratorType="AT_SEQUENCE_NUMBER",
-                StartingSequenceNumber=position.sequence_number,
-            )
+            kind, sequence = "AT_SEQUENCE_NUMBER", position.sequence_number
         elif lease.checkpoint.startswith("AT_TIMESTAMP:"):
-            when = datetime.fromisoformat(lease.checkpoint.removeprefix("AT_TIMESTAMP:"))
-            params.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=when)
-        elif lease.checkpoint in ("TRIM_HORIZON", "LATEST"):
-            params.update(ShardIteratorType=lease.checkpoint)
+            kind = "AT_TIMESTAMP"
+            timestamp = datetime.fromisoformat(lease.checkpoint.removeprefix("AT_TIMESTAMP:"))
+        elif lease.checkpoint == "TRIM_HORIZON":
+            kind = "TRIM_HORIZON"
+        elif lease.checkpoint == "LATEST":
+            kind = "LATEST"
         else:
             raise CryptoLiveError(
                 f"lease {lease.shard_id} has a bad checkpoint {lease.checkpoint!r}"
@@ -276,21 +321,24 @@ class ShardReader:
             f"checkpoint {position}" if position else lease.checkpoint,
             extra={"shard_id": lease.shard_id},
         )
-        response = await in_thread(self._kinesis.get_shard_iterator, **params)
-        return str(response["ShardIterator"])
+        return await self._executors.reads(
+            self._kinesis.shard_iterator,
+            lease.shard_id,
+            kind,
+            sequence=sequence,
+            timestamp=timestamp,
+        )
 
-    async def _iterator_after_last_read(self, lease: Lease) -> str:
+    async def _iterator_after_last_read(self) -> str:
         """After an expired iterator: continue after what was read, never from the start."""
         if self._last_read is None:
             return await self._iterator(self._handle.lease)
-        response = await in_thread(
-            self._kinesis.get_shard_iterator,
-            StreamName=self._stream,
-            ShardId=lease.shard_id,
-            ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-            StartingSequenceNumber=str(self._last_read),
+        return await self._executors.reads(
+            self._kinesis.shard_iterator,
+            self.shard_id,
+            "AFTER_SEQUENCE_NUMBER",
+            sequence=str(self._last_read),
         )
-        return str(response["ShardIterator"])
 
 
 def _utc(value: datetime | float) -> datetime:

@@ -7,22 +7,21 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from consumers.engine.balancing import ExpiryTracker, choose_leases, parents_finished
+from consumers.engine.executors import EngineExecutors
+from consumers.engine.kinesis import shards_of
 from consumers.engine.leases import Lease, LeaseLostError, LeaseStore
 from consumers.engine.processor import ProcessorFactory
 from consumers.engine.records import UndecodableRecord
 from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
-from core.aws import list_shards
+from core.aws_errors import is_aws_error
+from core.errors import AwsError
 from core.metrics import Metrics
-from core.threads import in_thread
 from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,9 @@ class _Owned:
 
 
 class Worker:
-    """Runs until stopped; every cycle renews, discovers, takes and balances leases."""
+    """Runs until stopped. A renewal task renews the owned leases every ``renew_seconds``
+    on its own (a slow ListShards or lease scan never delays it); the coordinator cycle
+    discovers shards, reaps finished readers, takes and balances leases."""
 
     def __init__(
         self,
@@ -70,9 +71,11 @@ class Worker:
         worker_id: str | None = None,
         metrics: Metrics | None = None,
         on_cycle: Callable[[], None] = lambda: None,
+        executors: EngineExecutors | None = None,
     ) -> None:
         self.worker_id = worker_id or default_worker_id()
-        self._kinesis = kinesis
+        self._kinesis = shards_of(kinesis, stream)
+        self._executors = executors or EngineExecutors()
         self._stream = stream
         self._store = leases
         self._processors = processors
@@ -97,27 +100,49 @@ class Worker:
         return {shard: owned.handle.millis_behind for shard, owned in self._owned.items()}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Coordinate until ``stop``; then stop readers, checkpoint, release leases."""
-        await in_thread(self._store.ensure_table)
+        """Coordinate until ``stop``; then stop readers, checkpoint, release leases. A
+        reader's or the renewal task's permanent failure is raised here, after the shutdown."""
+        await self._executors.leases(self._store.ensure_table)
         log.info("worker %s starting on %s", self.worker_id, self._stream)
+        renewal = asyncio.create_task(self._renew_forever(stop), name="lease-renewal")
         try:
             while not stop.is_set():
+                if renewal.done():
+                    renewal.result()  # the renewal task's failure surfaces in its owner
                 await _unless_stopped(self._cycle(), stop)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+                await _first_of(stop, renewal, self._config.renew_seconds)
         finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
             await self._shutdown()
 
+    async def _renew_forever(self, stop: asyncio.Event) -> None:
+        """Renew every owned lease each renew_seconds, side by side on the lease pool."""
+        while not stop.is_set():
+            handles = [owned.handle for owned in self._owned.values()]
+            results = await asyncio.gather(
+                *(handle.renew() for handle in handles), return_exceptions=True
+            )
+            for handle, result in zip(handles, results, strict=True):
+                if isinstance(result, AwsError) and result.retriable:
+                    log.warning("could not renew %s: %s", handle.lease.shard_id, result)
+                elif isinstance(result, BaseException):
+                    raise result
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+
     async def _cycle(self) -> None:
+        now = asyncio.get_running_loop().time
         try:
-            if time.monotonic() >= self._next_discovery:
+            if now() >= self._next_discovery:
                 await self._discover()
-                self._next_discovery = time.monotonic() + self._config.discovery_seconds
-            for owned in list(self._owned.values()):
-                await owned.handle.renew()
+                self._next_discovery = now() + self._config.discovery_seconds
             await self._reap()
-            leases = await in_thread(self._store.list_leases)
-        except (BotoCoreError, ClientError) as err:
+            leases = await self._executors.leases(self._store.list_leases)
+        except AwsError as err:
+            if not err.retriable:
+                raise
             log.warning("lease cycle failed, retrying next cycle: %s", err)
             return
         self._leases = {lease.shard_id: lease for lease in leases}
@@ -125,7 +150,7 @@ class Worker:
             current = self._leases.get(shard_id)
             if current is None or current.owner != self.worker_id:
                 owned.handle.lost = True  # stolen or expired behind our back
-        expired = self._expiry.observe(leases, time.monotonic())
+        expired = self._expiry.observe(leases, now())
         for lease in leases:
             # Ours in the table, yet nobody reads it: a take or renewal was applied but
             # answered with an error, or its reader died on an AWS error. No worker would
@@ -143,29 +168,24 @@ class Worker:
         self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
-        shards = await in_thread(list_shards, self._kinesis, self._stream)
-        known = {shard["ShardId"] for shard in shards}
+        shards = await self._executors.reads(self._kinesis.list_shards)
+        known = {shard.shard_id for shard in shards}
         for shard in shards:
-            ending = shard["SequenceNumberRange"].get("EndingSequenceNumber")
-            if ending is not None:
-                self._closed[shard["ShardId"]] = int(ending)
-            parents = tuple(
-                sorted(
-                    parent
-                    for key in ("ParentShardId", "AdjacentParentShardId")
-                    if (parent := shard.get(key)) is not None and parent in known
-                )
-            )
+            if shard.ending_sequence is not None:
+                self._closed[shard.shard_id] = shard.ending_sequence
+            parents = tuple(sorted(parent for parent in shard.parents if parent in known))
             start = "TRIM_HORIZON" if parents else self._config.initial_position
-            if shard["ShardId"] not in self._leases:
-                await in_thread(self._store.create, shard["ShardId"], parents, start)
+            if shard.shard_id not in self._leases:
+                await self._executors.leases(self._store.create, shard.shard_id, parents, start)
 
     async def _take(self, lease: Lease, *, stolen: bool = False) -> None:
         try:
-            taken = await in_thread(self._store.take, lease, self.worker_id)
+            taken = await self._executors.leases(self._store.take, lease, self.worker_id)
         except LeaseLostError:
             return  # someone else was faster
-        except (BotoCoreError, ClientError) as err:
+        except AwsError as err:
+            if not err.retriable:
+                raise
             log.warning("could not take lease %s, retrying next cycle: %s", lease.shard_id, err)
             return
         if lease.owner and lease.owner != self.worker_id:
@@ -173,7 +193,7 @@ class Worker:
         else:
             log.info("took lease %s", lease.shard_id, extra={"shard_id": lease.shard_id})
         self._leases[taken.shard_id] = taken
-        handle = LeaseHandle(taken, self._store)
+        handle = LeaseHandle(taken, self._store, run=self._executors.leases)
         reader = ShardReader(
             handle,
             self._kinesis,
@@ -185,6 +205,7 @@ class Worker:
             parents_done=lambda: parents_finished(handle.lease, self._leases),
             closed_ending=lambda: self._closed.get(taken.shard_id),
             metrics=self._metrics,
+            executors=self._executors,
         )
         # A live owner learns it lost the lease at its next renewal; reading only after that
         # keeps a stolen shard from being read by two workers at once.
@@ -206,22 +227,24 @@ class Worker:
             del self._owned[shard_id]
             try:
                 outcome = owned.task.result()  # re-raises a reader's exception
-            except (BotoCoreError, ClientError) as err:
-                # A call the reader does not retry itself (checkpoint, GetShardIterator) failed
-                # past botocore's retries; the lease is still ours and is read again from its
-                # checkpoint at the next cycle.
+            except Exception as err:
+                # Readers retry retriable failures themselves; one that still escaped (or a
+                # botocore error) leaves the lease ours: it is read again from its checkpoint
+                # at the next cycle. Anything else is permanent and ends the worker.
+                if not (is_aws_error(err) or (isinstance(err, AwsError) and err.retriable)):
+                    raise
                 log.warning("reader of %s failed, restarting it: %s", shard_id, err)
                 continue
             if outcome is Outcome.SHARD_END:
                 self._leases[shard_id] = owned.handle.lease
-                await in_thread(self._release, owned.handle)
+                await self._executors.leases(self._release, owned.handle)
 
     def _release(self, handle: LeaseHandle) -> None:
         try:
             self._store.release(handle.lease)
         except LeaseLostError:
             pass
-        except (BotoCoreError, ClientError) as err:
+        except AwsError as err:
             log.warning("could not release lease %s: %s", handle.lease.shard_id, err)
 
     async def _shutdown(self) -> None:
@@ -236,7 +259,9 @@ class Worker:
         for item in owned:
             if item.task.done() and not item.task.cancelled() and item.task.exception():
                 log.error("reader failed: %s", item.task.exception())
-        releases = [in_thread(self._release, o.handle) for o in owned if not o.handle.lost]
+        releases = [
+            self._executors.leases(self._release, o.handle) for o in owned if not o.handle.lost
+        ]
         if releases:
             # Releasing only saves the next owner the failover wait: never wait long for it
             # (a partitioned lease table would hold the exit for every call's timeouts).
@@ -263,3 +288,12 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
             task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _first_of(stop: asyncio.Event, task: asyncio.Task[None], seconds: float) -> None:
+    """Wait up to ``seconds`` for ``stop`` or for ``task`` to end."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopped, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()

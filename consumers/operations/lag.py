@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from consumers.engine.deaggregation import deaggregate
 from consumers.engine.leases import DynamoLeaseStore, Lease
 from consumers.engine.records import Position
 from core.aws import list_shards
+from core.errors import AwsError
 
 __all__ = ["DEFAULT_RECORD_CAP", "ShardLag", "group_leases", "list_shards", "shard_lag"]
 
@@ -42,8 +41,8 @@ def group_leases(dynamodb: Any, table: str) -> dict[str, Lease]:
     """The group's leases by shard; empty when the group never ran (no table)."""
     try:
         return {lease.shard_id: lease for lease in DynamoLeaseStore(dynamodb, table).list_leases()}
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+    except AwsError as err:  # the lease store raises the project's errors, not botocore's
+        if err.code == "ResourceNotFoundException":
             return {}
         raise
 

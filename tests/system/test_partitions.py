@@ -2,14 +2,16 @@
 
 Each consumer runs as a process behind a FaultProxy. The DynamoDB consumer loses every
 DynamoDB call (its history and latest tables and its lease table: they are one service), the
-S3 consumer loses its S3 PUTs (its leases are in DynamoDB, still reachable). Records keep
-arriving in Kinesis meanwhile. Nothing may be lost or written differently from a fault-free run,
-the consumer catches up once healed, and SIGTERM, also during the partition, ends it promptly
-with exit code 0.
+S3 consumer loses its S3 PUTs (its leases are in DynamoDB, still reachable); under a Kinesis
+partition both groups lose their reads (GetRecords, GetShardIterator, ListShards). Records
+keep arriving in Kinesis meanwhile. Nothing may be lost or written differently from a
+fault-free run, the consumer catches up once healed, and SIGTERM, also during the partition,
+ends it promptly with exit code 0.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from core.aws import AwsClients
 from core.metrics import Counters
 from core.settings import Settings
 from crypto_live.provision import provision
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.pipeline import (
     ServiceProcess,
     count_items,
@@ -57,6 +59,13 @@ def dynamodb_calls(method: str, path: str, headers: dict[str, str]) -> bool:
 
 def s3_puts(method: str, path: str, headers: dict[str, str]) -> bool:
     return operation(method, path, headers) == "S3.PUT"
+
+
+KINESIS_READS = ("Kinesis.GetRecords", "Kinesis.GetShardIterator", "Kinesis.ListShards")
+
+
+def kinesis_reads(method: str, path: str, headers: dict[str, str]) -> bool:
+    return operation(method, path, headers) in KINESIS_READS
 
 
 def expected_latest(records: list[dict[str, Any]]) -> dict[tuple[str, ...], Any]:
@@ -266,3 +275,106 @@ def test_sigterm_during_s3_partition_exits_promptly_and_loses_nothing(
     assert sorted(r["iso_timestamp"] + r["symbol"] for r in rows) == sorted(
         r["iso_timestamp"] + r["symbol"] for r in records
     )
+
+
+# -- Kinesis --------------------------------------------------------------------------------
+
+# Longer than botocore's four attempts of 5 s read timeout: GetRecords and ListShards fail
+# for good at least once, so the readers' own backoff and the lease cycle's retry both run.
+KINESIS_PARTITION_SECONDS = 22.0
+EXPIRED = Fault(
+    400,
+    json.dumps({"__type": "ExpiredIteratorException", "message": "Iterator expired"}).encode(),
+)
+
+
+class ExpireIterators:
+    """Once ``armed``, answers the next ``count`` GetRecords with ExpiredIteratorException, as
+    AWS does for an iterator older than 5 minutes: after a long hang a reader must re-open
+    its shard where it was, neither from the start nor past unread records."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.armed = False
+        self.answered = 0
+
+    def __call__(self, method: str, path: str, headers: dict[str, str]) -> Fault | None:
+        if not self.armed or operation(method, path, headers) != "Kinesis.GetRecords":
+            return None
+        if self.answered >= self.count:
+            return None
+        self.answered += 1
+        return EXPIRED
+
+
+def test_kinesis_partition_of_both_groups_loses_nothing_and_writes_the_fault_free_sinks(
+    aws_settings: Settings, aws: AwsClients, tmp_path: Path
+) -> None:
+    settings = provisioned(aws_settings, aws, 2)
+    clean = _clean(settings, aws)
+    records = published(settings, aws, range(2_000))
+    history = settings.dynamo_table_name
+
+    expire = {"dynamodb": ExpireIterators(2), "s3": ExpireIterators(2)}
+
+    def sinks() -> tuple[int, int]:
+        return count_items(aws, history), len(s3_rows(aws, settings))
+
+    with (
+        FaultProxy(settings.aws_endpoint_url or "", expire["dynamodb"]) as to_dynamodb,
+        FaultProxy(settings.aws_endpoint_url or "", expire["s3"]) as to_s3,
+        launch_consumer(
+            settings,
+            "dynamodb",
+            tmp_path / "d.log",
+            AWS_ENDPOINT_URL=to_dynamodb.url,
+            SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT,
+        ) as dynamodb,
+        launch_consumer(
+            settings,
+            "s3",
+            tmp_path / "s.log",
+            AWS_ENDPOINT_URL=to_s3.url,
+            SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT,
+            **S3_WINDOW,
+        ) as s3,
+    ):
+        consumers = [dynamodb, s3]
+        until(consumers, lambda: sinks() >= (2_000, 2_000), 60)
+        for proxy in (to_dynamodb, to_s3):
+            proxy.partition(kinesis_reads)
+        records += published(settings, aws, range(2_000, 3_000))  # puts still get through
+        time.sleep(KINESIS_PARTITION_SECONDS / 2)
+        records += published(settings, aws, range(3_000, 4_000))
+        time.sleep(KINESIS_PARTITION_SECONDS / 2)
+        during = sinks()
+        held = (to_dynamodb.held, to_s3.held)
+        for expiry in expire.values():
+            expiry.armed = True  # the iterators held through the partition have expired
+        for proxy in (to_dynamodb, to_s3):
+            proxy.heal()
+        healed = time.monotonic()
+        until(consumers, lambda: sinks() >= (4_000, 4_000), 90)
+        catch_up = time.monotonic() - healed
+        newest = expected_latest(records)
+        latest = settings.dynamo_latest_table_name
+        until(consumers, lambda: keyed(scan_all(aws, latest), ("symbol",)) == newest, 30)
+        metrics = [scrape(consumer) for consumer in consumers]
+        stops = [stop_timed(consumer) for consumer in consumers]
+
+    retries = [int(m[Counters.GET_RECORDS_RETRIES]) for m in metrics]
+    print(
+        f"\nKinesis partition {KINESIS_PARTITION_SECONDS:.0f}s: {held} reads held, "
+        f"GetRecords retries {retries}, 2 expired iterators each, both caught up "
+        f"{catch_up:.1f}s after heal, stopped in {[f'{t:.1f}s' for _, t in stops]}"
+    )
+    assert all(held) and during == (2_000, 2_000)  # nothing read during the partition
+    assert [expiry.answered for expiry in expire.values()] == [2, 2]
+    assert all(code == 0 and took < STOP_BOUND_SECONDS for code, took in stops), stops
+    for consumer in consumers:
+        assert not [m for m in consumer.messages() if m.startswith("lost lease")]
+        assert len(reads_from_start(consumer)) == 2, reads_from_start(consumer)
+    assert_dynamodb_exact(aws, settings, records)
+    consume_fault_free(clean, len(records))
+    lake = s3_objects(aws, settings.s3_bucket, settings.s3_jsonl_dir_path)
+    assert lake == s3_objects(aws, settings.s3_bucket, "clean")  # same keys, same bytes

@@ -14,6 +14,7 @@ the service image, so it is imported only when a server starts. Two ways to run 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -59,10 +60,11 @@ class EmbeddedAws:
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the server; returns its endpoint URL."""
+        require_moto()
         try:
             from moto.server import ThreadedMotoServer
-        except ImportError as err:  # moto, or its server extra (flask), is missing
-            raise EmbeddedAwsUnavailableError(INSTALL_HINT) from err
+        except ImportError as err:  # a broken install: some dependency of moto's server
+            raise EmbeddedAwsUnavailableError(f"{INSTALL_HINT}: {err}") from err
 
         if _port_in_use(self._host, self._port):
             raise ConfigError(
@@ -81,6 +83,13 @@ class EmbeddedAws:
         server, self._server = self._server, None
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
+
+
+def require_moto() -> None:
+    """Raise EmbeddedAwsUnavailableError, saying how to install it, unless moto's server (moto
+    and its ``server`` extra's flask) can be imported; imports nothing itself."""
+    if any(importlib.util.find_spec(name) is None for name in ("moto", "flask")):
+        raise EmbeddedAwsUnavailableError(INSTALL_HINT)
 
 
 class MotoServer:

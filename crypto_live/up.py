@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from core.aws import AwsClients
 from core.health import Health, serve_service
-from core.logs import configure_logging
+from core.logs import LineFormatter, configure_logging
 from core.metrics import Counters, Metrics
 from core.settings import Settings
-from crypto_live.embedded import EmbeddedAws, use_dummy_credentials
+from crypto_live.embedded import EmbeddedAws, require_moto, use_dummy_credentials
 from crypto_live.provision import provision
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,16 @@ def run_up(settings: Settings, *, source: str, display: bool) -> int:
     """Run everything until Ctrl+C; prints a summary and returns the exit code."""
     from crypto_live.cli import run_until_signalled
 
-    console = Console(stderr=True, soft_wrap=True)
-    configure_logging("up", settings.log_level)
-    embedded: EmbeddedAws | None = None
     if settings.aws_endpoint_url is None:
-        use_dummy_credentials()
-        embedded = EmbeddedAws(port=settings.embedded_aws_port)
-        settings = settings.with_overrides(aws_endpoint_url=embedded.start())
+        require_moto()  # before anything is printed or a log file made
+    console = Console(stderr=True, soft_wrap=True)
+    log_path = _configure_logging(settings, display, console)
+    embedded: EmbeddedAws | None = None
     try:
+        if settings.aws_endpoint_url is None:
+            use_dummy_credentials()
+            embedded = EmbeddedAws(port=settings.embedded_aws_port)
+            settings = settings.with_overrides(aws_endpoint_url=embedded.start())
         endpoint = settings.aws_endpoint_url or "AWS"
         console.print(f"[bold]AWS endpoint[/]: {endpoint}")
         if embedded is not None:
@@ -76,6 +81,46 @@ def run_up(settings: Settings, *, source: str, display: bool) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        if log_path is not None:
+            console.print(f"logs: {log_path}", highlight=False)
+
+
+def _configure_logging(settings: Settings, display: bool, console: Console) -> Path | None:
+    """With the live table, the services' JSON log lines go to a file (returned) and only
+    WARNING and above reach the terminal, as one line each above the table; without it, JSON
+    lines on stderr as every service writes them."""
+    if not display:
+        configure_logging("up", settings.log_level)
+        return None
+    handle, name = tempfile.mkstemp(prefix="crypto-live-up-", suffix=".log")
+    with open(handle, "wb"):  # mkstemp's descriptor; the log handler opens the file by name
+        pass
+    path = Path(name)
+    configure_logging("up", settings.log_level, path=path, also=[ConsoleLineHandler(console)])
+    logging.captureWarnings(True)  # Python warnings too, instead of raw lines on stderr
+    console.print(f"logs: {path} (warnings and errors also shown here)", highlight=False)
+    return path
+
+
+class ConsoleLineHandler(logging.Handler):
+    """WARNING and above as one terminal line each; rich prints them above a live display."""
+
+    def __init__(self, console: Console, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self._console = console
+        self.setFormatter(LineFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            style = "red" if record.levelno >= logging.ERROR else "yellow"
+            self._console.print(
+                Text(self.format(record), style=style),
+                no_wrap=True,
+                overflow="ellipsis",
+                soft_wrap=False,
+            )
+        except Exception:  # noqa: BLE001 - as logging's own handlers: a log call never raises
+            self.handleError(record)
 
 
 @contextlib.asynccontextmanager

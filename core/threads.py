@@ -13,6 +13,7 @@ entries whose put never answered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import threading
@@ -145,3 +146,45 @@ async def in_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
     """``asyncio.to_thread`` on the consumers' general daemon pool (CONSUMER_IO); cancelling the
     await abandons the call. Prefer ``run_in`` with the call's purpose."""
     return await shared_pool(CONSUMER_IO).run(fn, *args, **kwargs)
+
+
+class StopSignal:
+    """A thread-safe flag that asyncio code can sleep on: ``set`` (from any thread) ends every
+    ``sleep`` at once, in whatever loop it runs. Retry backoffs wait on it, not on a thread."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = threading.Lock()
+        self._sleepers: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            sleepers, self._sleepers = self._sleepers, set()
+        for loop, future in sleepers:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody sleeps there now
+                loop.call_soon_threadsafe(_resolve, future)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when the signal was set (before or meanwhile)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        sleeper = (loop, future)
+        with self._lock:
+            if self._set:
+                return True
+            self._sleepers.add(sleeper)
+        try:
+            await asyncio.wait({future}, timeout=max(0.0, seconds))
+        finally:
+            with self._lock:
+                self._sleepers.discard(sleeper)
+        return self._set
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

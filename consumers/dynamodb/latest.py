@@ -1,7 +1,8 @@
 """Latest-table updates off the history path, coalesced per symbol while they wait.
 
 History items are written with each batch; the batch's latest-ticker updates go to a
-``LatestBook`` that one ``LatestPump`` thread drains through the writer. While an update waits,
+``LatestBook`` that one ``LatestPump`` (an asyncio task, its AWS calls on the writer's daemon
+pool) drains through the writer. While an update waits,
 a newer one for the same symbol takes its place (keeping its place in the queue, so a busy
 symbol is not starved), so the number of latest-table writes adapts to what DynamoDB sustains:
 one per symbol per batch when it keeps up, fewer under a backlog, a replay or more symbols than
@@ -11,25 +12,40 @@ Checkpoint rule (what ``first_blocked`` answers): a shard's batch may be checkpo
 of its updates is waiting or being written. An update replaced by a newer one is covered by its
 replacement, which blocks the replacement's batch until written; after a crash every batch
 after the checkpoint is read again, so each symbol's row still ends at its newest event.
+
+An update DynamoDB refuses for good (a permanent error for that symbol's row) is dead-lettered
+with its reason and counts as written: it must not hold up, nor fail, every shard sharing the
+book. Only a failure the retries could not get past fails the book (nothing later can become
+durable then).
+
+No thread waits on another: asyncio code awaits the book (``until_clear``, ``until_work``,
+``until_empty``), which wakes it through ``loop.call_soon_threadsafe``; the blocking waits
+(``wait_clear``, ``wait_empty``) remain for callers without an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from consumers.dynamodb.items import LatestUpdate
-from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, DynamoDbSinkWriter
+from consumers.dynamodb.writer import AsyncDynamoDbSink, DynamoDbRetriesExhaustedError, Refused
+from core.dead_letters import DeadLetter, DeadLetterStore
 from core.metrics import Counters, Gauges, Histograms, Metrics
+from core.threads import DEAD_LETTERS, run_in
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TAKE: Final = 4  # updates per round, as many as the writer runs at once by default
-JOIN_SECONDS: Final = 2.0  # at shutdown, how long to wait for the write in flight
+
+_Watcher = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", Callable[[], bool]]
 
 
 @dataclass(slots=True)
@@ -52,6 +68,8 @@ class LatestBook:
         self._error: BaseException | None = None
         self._closed = False
         self._metrics = metrics
+        self._watchers: list[_Watcher] = []  # asyncio waiters, woken thread-safely
+        self._on_offer: Callable[[], None] = lambda: None
 
     # -- the processors' side ------------------------------------------------------------
 
@@ -72,8 +90,13 @@ class LatestBook:
                 self._unblock(entry.shard_id, entry.batch)
                 entry.update, entry.shard_id, entry.batch = update, shard_id, batch
                 self._block(shard_id, batch)
-            self._cond.notify_all()
+            self._changed()
         self._count(Counters.LATEST_COALESCED, coalesced)
+        self._on_offer()
+
+    def set_offer_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the offering thread) after every ``offer``."""
+        self._on_offer = listener
 
     def first_blocked(self, shard_id: str) -> int | None:
         """The shard's oldest batch with updates not yet written (None: every batch is clear);
@@ -82,14 +105,25 @@ class LatestBook:
             self._raise_if_failed()
             return self._first_blocked(shard_id)
 
+    async def until_clear(self, shard_id: str, batch: int, within: float | None) -> bool:
+        """Await until no batch up to ``batch`` of the shard is blocked; False when that took
+        longer than ``within`` seconds."""
+        return await self._until(lambda: self._clear(shard_id, batch), within)
+
+    async def until_empty(self) -> None:
+        """Await until nothing is waiting or being written, for any shard."""
+        await self._until(lambda: not self._blocking, None)
+
+    async def until_work(self) -> None:
+        """Await until an update waits (or the book closed or failed): the pump's wait."""
+        await self._until(lambda: bool(self._waiting) or self._closed, None)
+
     def wait_clear(self, shard_id: str, batch: int, timeout: float | None) -> bool:
-        """Wait until no batch up to ``batch`` of the shard is blocked; False on timeout."""
+        """Blocking ``until_clear``, for callers without an event loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def clear() -> bool:
-            self._raise_if_failed()
-            first = self._first_blocked(shard_id)
-            return first is None or first > batch
+            return self._clear(shard_id, batch)
 
         with self._cond:
             while not clear():
@@ -100,7 +134,7 @@ class LatestBook:
             return True
 
     def wait_empty(self) -> None:
-        """Wait until nothing is waiting or being written, for any shard."""
+        """Blocking ``until_empty``, for callers without an event loop."""
         with self._cond:
             while self._blocking:
                 self._raise_if_failed()
@@ -115,34 +149,48 @@ class LatestBook:
             for symbol in dropped:
                 entry = self._waiting.pop(symbol)
                 self._unblock(entry.shard_id, entry.batch)
-            self._cond.notify_all()
+            self._changed()
             return len(dropped)
 
     # -- the pump's side -----------------------------------------------------------------
 
     def take(self, limit: int) -> list[_Entry] | None:
-        """Up to ``limit`` oldest waiting updates, waiting for one; None once closed."""
+        """Up to ``limit`` oldest waiting updates (none: an empty list); None once closed."""
         with self._cond:
-            while not self._waiting and not self._closed:
-                self._cond.wait()
             if self._closed:
                 return None
             taken = [self._waiting.pop(symbol) for symbol in list(self._waiting)[:limit]]
             self._gauge()
             return taken
 
+    def put_back(self, entries: Sequence[_Entry]) -> None:
+        """Entries taken but whose write was abandoned (outcome unknown): waiting again,
+        unless a newer update of the symbol waits, which covers them."""
+        with self._cond:
+            for entry in entries:
+                waiting = self._waiting.get(entry.update.symbol)
+                if waiting is None:
+                    self._waiting[entry.update.symbol] = entry
+                elif waiting.update.event_time >= entry.update.event_time:
+                    self._unblock(entry.shard_id, entry.batch)
+                else:
+                    self._unblock(waiting.shard_id, waiting.batch)
+                    self._waiting[entry.update.symbol] = entry
+            self._gauge()
+            self._changed()
+
     def done(self, entries: Sequence[_Entry]) -> None:
         """The entries' writes are durable (applied or found stale)."""
         with self._cond:
             for entry in entries:
                 self._unblock(entry.shard_id, entry.batch)
-            self._cond.notify_all()
+            self._changed()
 
     def fail(self, error: BaseException) -> None:
         """Writing failed for good: every waiter and later caller gets the error."""
         with self._cond:
             self._error = error
-            self._cond.notify_all()
+            self._changed()
 
     def close(self) -> None:
         """Stop handing out work; waiters get an error unless already clear."""
@@ -150,14 +198,56 @@ class LatestBook:
             self._closed = True
             if self._error is None:
                 self._error = DynamoDbRetriesExhaustedError("latest-table writer closed")
-            self._cond.notify_all()
+            self._changed()
 
     @property
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiting)
 
+    # -- internals -----------------------------------------------------------------------
+
+    async def _until(self, condition: Callable[[], bool], within: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> bool:  # lock held
+            return self._error is not None or condition()
+
+        watcher = (loop, future, ready)
+        with self._cond:
+            if ready():
+                self._raise_if_failed()
+                return True
+            self._watchers.append(watcher)
+        try:
+            await asyncio.wait({future}, timeout=within)
+        finally:
+            with self._cond:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+        with self._cond:
+            self._raise_if_failed()
+            return condition()
+
+    def _changed(self) -> None:
+        """Wake blocking waiters, and the asyncio waiters whose condition now holds (lock held)."""
+        self._cond.notify_all()
+        still: list[_Watcher] = []
+        for loop, future, ready in self._watchers:
+            if not ready():
+                still.append((loop, future, ready))
+                continue
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits it any more
+                loop.call_soon_threadsafe(_wake, future)
+        self._watchers = still
+
     # -- internals (lock held) -----------------------------------------------------------
+
+    def _clear(self, shard_id: str, batch: int) -> bool:
+        self._raise_if_failed()
+        first = self._first_blocked(shard_id)
+        return first is None or first > batch
 
     def _block(self, shard_id: str, batch: int) -> None:
         batches = self._blocking.setdefault(shard_id, {})
@@ -189,37 +279,66 @@ class LatestBook:
             self._metrics.inc(name, amount)
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class LatestPump:
-    """One thread that writes the book's oldest waiting updates, ``take`` at a time."""
+    """Writes the book's oldest waiting updates, ``take`` at a time (side by side on the
+    writer's pool), as an asyncio task of the loop that offers them, started on demand.
+
+    A loop that ends (asyncio.run returning) takes its task along: the round in flight is put
+    back in the book, and the next loop to offer or ``drain`` starts a new task.
+    """
 
     def __init__(
         self,
-        writer: DynamoDbSinkWriter,
+        writer: AsyncDynamoDbSink,
         metrics: Metrics | None = None,
         *,
         take: int = DEFAULT_TAKE,
+        dead_letters: DeadLetterStore | None = None,
+        dead_letter_source: str = "dynamodb-latest",
     ) -> None:
         self.book = LatestBook(metrics)
         self._writer = writer
         self._metrics = metrics
         self._take = take
-        self._thread = threading.Thread(target=self._run, name="latest-pump", daemon=True)
-        self._thread.start()
+        self._dead_letters = dead_letters
+        self._source = dead_letter_source
+        self._task: asyncio.Task[None] | None = None
+        self.book.set_offer_listener(self.start)
 
-    def join(self, timeout: float = JOIN_SECONDS) -> None:
-        """Wait for the thread, after ``book.close()`` (and closing the writer, which ends its
-        retries at once). Waiting updates stay unwritten and un-checkpointed, so the shards'
-        next owners write them. A write hanging on a partitioned network is not waited for
-        past ``timeout``: the thread is a daemon, and that write's batch is not checkpointed."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("a latest-table write is still in flight; leaving it")
+    def start(self) -> None:
+        """Make sure a pump task runs in the current event loop (no loop: nothing to do)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._task = loop.create_task(self._run(), name="latest-pump")
 
-    def _run(self) -> None:
+    async def drain(self) -> None:
+        """Until every queued update is written (raises the pump's error)."""
+        self.start()
+        await self.book.until_empty()
+
+    async def _run(self) -> None:
         while (entries := self.book.take(self._take)) is not None:
+            if not entries:
+                await self.book.until_work()
+                continue
             try:
-                self._writer.update_latest([entry.update for entry in entries])
-            except BaseException as err:  # noqa: BLE001 - handed to the processors, who raise it
+                refused = await self._writer.put_latest([entry.update for entry in entries])
+                if refused:
+                    await self._dead_letter(refused)
+            except asyncio.CancelledError:
+                self.book.put_back(entries)  # outcome unknown: written again by the next pump
+                raise
+            except Exception as err:  # noqa: BLE001 - handed to the processors, who raise it
                 log.error("latest-table writes failed: %s", err)
                 self.book.fail(err)
                 return
@@ -229,3 +348,23 @@ class LatestPump:
                     Histograms.LATEST_AGE_SECONDS,
                     (int(entry.update.attributes["received_at"]["N"]) for entry in entries),
                 )
+
+    async def _dead_letter(self, refused: Sequence[Refused]) -> None:
+        """Keep each refused update with its reason; without a store, fail as before."""
+        for update, reason in refused:
+            log.error(
+                "latest-table update for %s refused, dead-lettered: %s", update.symbol, reason
+            )
+        if self._dead_letters is None:
+            raise DynamoDbRetriesExhaustedError(f"latest-table update refused: {refused[0][1]}")
+        letters = [
+            DeadLetter(
+                json.dumps(update.attributes, sort_keys=True).encode(),
+                f"latest-table update refused: {reason}",
+                int(update.attributes["received_at"]["N"]),
+            )
+            for update, reason in refused
+        ]
+        await run_in(DEAD_LETTERS, self._dead_letters.put, self._source, letters, None)
+        if self._metrics is not None:
+            self._metrics.inc(Counters.DEAD_LETTERS, len(letters))

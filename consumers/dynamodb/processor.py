@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -10,10 +11,11 @@ from typing import Final
 
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
 from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
-from consumers.dynamodb.writer import DynamoDbSinkWriter
+from consumers.dynamodb.writer import AsyncDynamoDbSink, DynamoDbSinkWriter, async_sink
 from consumers.engine.records import ConsumedRecord, Position
+from core.dead_letters import DeadLetterStore
 from core.metrics import Histograms, Metrics
-from core.threads import in_thread
+from core.threads import SINK_WRITES, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class DynamoDbProcessor:
 
     def __init__(
         self,
-        writer: DynamoDbSinkWriter,
+        writer: AsyncDynamoDbSink,
         book: LatestBook,
         retention_ttl_days: int,
         shard_id: str = "",
@@ -61,7 +63,7 @@ class DynamoDbProcessor:
             history_item(consumed.record, self._retention_ttl_days) for consumed in records
         )
         updates = coalesce_latest(consumed.record for consumed in records)
-        await in_thread(self._writer.write_history, items)
+        await self._writer.put_history(items)
         if self._metrics is not None:
             self._metrics.observe_ages(
                 Histograms.HISTORY_DURABLE_SECONDS, (int(r.record["received_at"]) for r in records)
@@ -70,11 +72,8 @@ class DynamoDbProcessor:
         self._batch += 1
         self._ends.append((self._batch, records[-1].position))
         self._book.offer(self._shard_id, self._batch, updates)
-        await in_thread(
-            self._book.wait_clear,
-            self._shard_id,
-            self._batch,
-            max(0.0, deadline - time.monotonic()),
+        await self._book.until_clear(
+            self._shard_id, self._batch, max(0.0, deadline - time.monotonic())
         )
         log.debug(
             "wrote %d records as %d items, queued %d latest updates",
@@ -91,12 +90,12 @@ class DynamoDbProcessor:
 
     async def shard_ended(self) -> Position | None:
         """Wait for every latest update of the shard: SHARD_END must cover everything."""
-        await in_thread(self._book.wait_clear, self._shard_id, self._batch, None)
+        await self._book.until_clear(self._shard_id, self._batch, None)
         return self._safe()
 
     async def shutdown(self) -> Position | None:
         """Give waiting latest updates a moment, then return what is safe."""
-        await in_thread(self._book.wait_clear, self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS)
+        await self._book.until_clear(self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS)
         return self._safe()
 
     def abandon(self) -> None:
@@ -114,7 +113,8 @@ class DynamoDbProcessor:
 
 class DynamoDbProcessorFactory:
     """Makes one DynamoDbProcessor per shard lease, all sharing one writer (and its pool) and
-    one latest-table pump; ``close`` stops the pump (not the writer)."""
+    one latest-table pump; ``close`` stops the pump (not the writer). Latest-table updates
+    DynamoDB refuses for good go to ``dead_letters`` under ``dead_letter_source``."""
 
     def __init__(
         self,
@@ -124,13 +124,22 @@ class DynamoDbProcessorFactory:
         *,
         latest_wait: float = LATEST_WAIT_SECONDS,
         latest_concurrency: int = DEFAULT_TAKE,
+        dead_letters: DeadLetterStore | None = None,
+        dead_letter_source: str = "crypto-live-dynamodb",
     ) -> None:
-        self._writer = writer
+        # DynamoDbWriter awaits its own pool; a blocking fake's calls run on the sinks' pool.
+        self._writer = async_sink(writer, shared_pool(SINK_WRITES))
         self._retention_ttl_days = retention_ttl_days
         self._metrics = metrics
         self._latest_wait = latest_wait
         # One round of the pump runs its updates side by side on the writer's pool.
-        self._pump = LatestPump(writer, metrics, take=latest_concurrency)
+        self._pump = LatestPump(
+            self._writer,
+            metrics,
+            take=latest_concurrency,
+            dead_letters=dead_letters,
+            dead_letter_source=dead_letter_source,
+        )
 
     @property
     def book(self) -> LatestBook:
@@ -146,12 +155,15 @@ class DynamoDbProcessorFactory:
             latest_wait=self._latest_wait,
         )
 
+    async def drained(self) -> None:
+        """Until every queued latest update is written (raises the pump's error)."""
+        await self._pump.drain()
+
     def drain(self) -> None:
-        """Wait until every queued latest update is written (raises the pump's error)."""
-        self._pump.book.wait_empty()
+        """``drained`` for a caller without an event loop (the replay command)."""
+        asyncio.run(self.drained())
 
     def close(self) -> None:
-        """Stop the pump after the write in flight (close the writer between ``book.close()``
-        and this to cut that write short); waiting updates stay un-checkpointed."""
+        """Stop the pump (close the writer too, to cut the write in flight short); waiting
+        updates stay un-checkpointed, so the shards' next owners write them."""
         self._pump.book.close()
-        self._pump.join()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
@@ -17,7 +17,7 @@ from core.aws_errors import aws_error, error_code
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
-from core.threads import DaemonThreadPool
+from core.threads import DaemonThreadPool, StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,18 @@ class DynamoDbRetriesExhaustedError(DynamoDbSinkError):
     retriable = True
 
 
+Refused = tuple[LatestUpdate, str]  # an update DynamoDB refused for good, and why
+
+
+class AsyncDynamoDbSink(Protocol):
+    """What the processor and the latest pump await; each returns once everything is durable
+    (``put_latest``: except the updates it returns, refused for good)."""
+
+    async def put_history(self, items: Sequence[Item]) -> None: ...
+
+    async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]: ...
+
+
 class DynamoDbSinkWriter(Protocol):
     """What the processor needs; both methods return only when everything is durable."""
 
@@ -58,8 +70,9 @@ def _require_unique_keys(items: Sequence[Item]) -> None:
 
 
 class DynamoDbWriter:
-    """boto3 implementation over one shared thread pool, so ``max_in_flight`` bounds every
-    shard's requests together. ``batch_write`` and ``update`` each make one AWS call."""
+    """boto3 implementation: each AWS call runs on one bounded daemon pool shared by every
+    shard, so ``max_in_flight`` bounds all requests together; retries and backoffs wait in
+    asyncio, never holding a thread. ``batch_write`` and ``update`` each make one AWS call."""
 
     def __init__(
         self,
@@ -82,30 +95,43 @@ class DynamoDbWriter:
         self._backoff = backoff or Backoff(base=0.05, cap=5.0)
         self._give_up_after = give_up_after
         self._clock = clock
-        self._closed = threading.Event()
+        self._closed = StopSignal()
         # Daemon threads: a request hanging on a partitioned network never holds up the exit.
         self._pool = DaemonThreadPool(max_in_flight, "dynamodb-writer")
 
-    # -- the sink interface --------------------------------------------------------------
+    # -- the sink interface, for asyncio -------------------------------------------------
 
-    def write_history(self, items: Sequence[Item]) -> None:
-        """Put every item (25 per BatchWriteItem), retrying unprocessed items until none."""
+    async def put_history(self, items: Sequence[Item]) -> None:
+        """Put every item (25 per BatchWriteItem, side by side), retrying unprocessed items
+        until none are left; raises the first failure."""
         _require_unique_keys(items)
         deadline = self._clock() + self._give_up_after
-        self._run_all([partial(self._put_chunk, piece, deadline) for piece in chunk(items)])
+        await all_of([self._put_chunk(piece, deadline) for piece in chunk(items)])
+
+    async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]:
+        """Apply each symbol's conditional update (an already newer row is left alone); returns
+        the updates DynamoDB refused for good, each with the reason, having written the rest."""
+        deadline = self._clock() + self._give_up_after
+        results = await all_of([self._update_one(update, deadline) for update in updates])
+        return [refused for refused in results if refused is not None]
+
+    # -- the same, blocking (tools and tests without an event loop) ----------------------
+
+    def write_history(self, items: Sequence[Item]) -> None:
+        """``put_history`` for a caller without an event loop."""
+        asyncio.run(self.put_history(items))
 
     def update_latest(self, updates: Sequence[LatestUpdate]) -> None:
-        """Apply each symbol's conditional update; an already newer row is left alone."""
-        deadline = self._clock() + self._give_up_after
-        self._run_all([partial(self._update_one, update, deadline) for update in updates])
+        """``put_latest`` for a caller without an event loop; raises the first refusal."""
+        refused = asyncio.run(self.put_latest(updates))
+        if refused:
+            raise DynamoDbWriteError(refused[0][1])
 
     def close(self) -> None:
-        """Stop retrying and drop queued requests (idempotent). A request in flight is not
-        waited for: it may hang for its timeouts on a partitioned network, and its batch is
-        not checkpointed either way."""
+        """Stop retrying (idempotent): backoffs end at once. A request in flight is not waited
+        for: it may hang for its timeouts on a partitioned network, and its batch is not
+        checkpointed either way."""
         self._closed.set()
-        # Not cancel_futures=True: futures cancelled that way never wake a wait() on them.
-        # Queued requests end at once instead, raising in _retrying now that it is closed.
         self._pool.shutdown(wait=False)
 
     # -- one AWS call each ---------------------------------------------------------------
@@ -145,57 +171,106 @@ class DynamoDbWriter:
 
     # -- retries -------------------------------------------------------------------------
 
-    def _put_chunk(self, items: list[Item], deadline: float) -> None:
+    async def _put_chunk(self, items: list[Item], deadline: float) -> None:
         pending = items
         attempt = 0
         while pending:
-            pending = self._retrying(partial(self.batch_write, pending), "BatchWriteItem", deadline)
+            pending = await self._retrying(
+                partial(self.batch_write, pending), "BatchWriteItem", deadline
+            )
             if pending:
                 # DynamoDB's advice for UnprocessedItems: back off exponentially, then resend.
                 self._metrics.inc(Counters.DYNAMODB_UNPROCESSED_RETRIES, len(pending))
                 log.debug("%d unprocessed items, retrying", len(pending))
-                self._pause(attempt, deadline, f"{len(pending)} items still unprocessed")
+                await self._pause(attempt, deadline, f"{len(pending)} items still unprocessed")
                 attempt += 1
 
-    def _update_one(self, update: LatestUpdate, deadline: float) -> None:
-        self._retrying(partial(self.update, update), f"PutItem {update.symbol}", deadline)
+    async def _update_one(self, update: LatestUpdate, deadline: float) -> Refused | None:
+        try:
+            await self._retrying(partial(self.update, update), f"PutItem {update.symbol}", deadline)
+        except DynamoDbWriteError as err:
+            return update, str(err)
+        return None
 
-    def _retrying(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
+    async def _retrying(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
         attempt = 0
         while True:
             if self._closed.is_set():
                 raise DynamoDbRetriesExhaustedError(f"writer closed before {what}")
             try:
-                return call()
+                return await self._pool.run(call)
+            except RuntimeError as err:  # the pool shut down under us: closed meanwhile
+                if not self._closed.is_set():
+                    raise
+                raise DynamoDbRetriesExhaustedError(f"writer closed before {what}") from err
             except (ClientError, BotoCoreError) as err:
                 if not aws_error(err).retriable:
                     raise DynamoDbWriteError(f"{what} failed: {err}") from err
                 self._metrics.inc(Counters.DYNAMODB_CALL_RETRIES)
                 log.warning("%s failed, retrying: %s", what, err)
-                self._pause(attempt, deadline, f"{what}: {err}")
+                await self._pause(attempt, deadline, f"{what}: {err}")
                 attempt += 1
 
-    def _pause(self, attempt: int, deadline: float, reason: str) -> None:
+    async def _pause(self, attempt: int, deadline: float, reason: str) -> None:
         if self._clock() >= deadline:
             raise DynamoDbRetriesExhaustedError(
                 f"gave up after {self._give_up_after:.0f}s of retries: {reason}"
             )
-        # Waiting on the closed event lets close() end a long backoff at once.
-        if self._closed.wait(self._backoff.delay(attempt)):
+        # Sleeping on the closed signal lets close() end a long backoff at once.
+        if await self._closed.sleep(self._backoff.delay(attempt)):
             raise DynamoDbRetriesExhaustedError(f"writer closed while retrying: {reason}")
 
-    def _run_all(self, tasks: list[Callable[[], None]]) -> None:
-        """Run the tasks on the pool; return when all succeeded, or raise the first error."""
-        futures: list[Future[None]] = [self._pool.submit(task) for task in tasks]
-        _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-        if not_done:
-            # One failed: the batch is not durable anyway, so skip what has not started yet.
-            for future in not_done:
-                future.cancel()
-            wait(not_done)
-        for future in futures:
-            if not future.cancelled():
-                future.result()
+
+async def all_of(calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run the coroutines side by side; their results in order, or the first error raised
+    (the others cancelled: the batch is not durable anyway)."""
+    if not calls:
+        return []
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        pending = {task for task in tasks if not task.done()}
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+    failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]
+
+
+class ThreadedDynamoDbSink:
+    """A blocking DynamoDbSinkWriter (an in-memory fake) behind the asyncio interface, each call
+    on a daemon pool; a refused latest batch is retried one update at a time to find the ones
+    DynamoDB refuses."""
+
+    def __init__(self, writer: DynamoDbSinkWriter, pool: DaemonThreadPool) -> None:
+        self._writer = writer
+        self._pool = pool
+
+    async def put_history(self, items: Sequence[Item]) -> None:
+        await self._pool.run(self._writer.write_history, items)
+
+    async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]:
+        try:
+            await self._pool.run(self._writer.update_latest, updates)
+        except DynamoDbWriteError as err:
+            if len(updates) == 1:
+                return [(updates[0], str(err))]
+            refused: list[Refused] = []
+            for update in updates:
+                refused.extend(await self.put_latest([update]))
+            return refused
+        return []
+
+
+def async_sink(writer: DynamoDbSinkWriter, pool: DaemonThreadPool) -> AsyncDynamoDbSink:
+    """The asyncio interface of ``writer``: its own when it has one, else its calls on ``pool``."""
+    if isinstance(writer, DynamoDbWriter):
+        return writer
+    return ThreadedDynamoDbSink(writer, pool)
 
 
 class MemoryDynamoDbWriter:

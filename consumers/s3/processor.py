@@ -25,9 +25,9 @@ from consumers.s3.batching import (
 )
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.keys import object_key
-from consumers.s3.writer import BatchWriter
+from consumers.s3.writer import BatchWriter, async_writer
 from core.metrics import Counters, Metrics
-from core.threads import in_thread
+from core.threads import SINK_WRITES, run_in, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class S3Processor:
         metrics: Metrics | None = None,
     ) -> None:
         self.shard_id = shard_id
-        self._writer = writer
+        self._writer = async_writer(writer, shared_pool(SINK_WRITES))
         self._cutter = cutter
         self._format = format
         self._prefix = prefix
@@ -96,15 +96,16 @@ class S3Processor:
         durable: Position | None = None
         while self._unwritten:
             batch = self._unwritten[0]
-            await in_thread(self._write, batch)
+            await self._write(batch)
             self._unwritten.popleft()
             durable = batch.last
         return durable
 
-    def _write(self, batch: Batch) -> None:
-        # Runs in a worker thread: gzip and the PUT both release the GIL.
+    async def _write(self, batch: Batch) -> None:
         key = object_key(self._prefix, batch)
-        self._writer.put(key, self._format.serialize(batch))
+        # gzip on a pool thread too (it releases the GIL), off the event loop.
+        body = await run_in(SINK_WRITES, self._format.serialize, batch)
+        await self._writer.put_async(key, body)
         log.debug(
             "wrote %s: %d rows, shard %s %s..%s",
             key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from core.aws_errors import aws_error
 from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
+from core.threads import SINK_WRITES, DaemonThreadPool, StopSignal, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,30 @@ class BatchWriter(Protocol):
     def put(self, key: str, body: bytes) -> None: ...
 
 
+class AsyncBatchWriter(Protocol):
+    """The same, awaited."""
+
+    async def put_async(self, key: str, body: bytes) -> None: ...
+
+
+class ThreadedBatchWriter:
+    """A blocking BatchWriter (an in-memory fake) behind ``put_async``, on a daemon pool."""
+
+    def __init__(self, writer: BatchWriter, pool: DaemonThreadPool) -> None:
+        self._writer = writer
+        self._pool = pool
+
+    async def put_async(self, key: str, body: bytes) -> None:
+        await self._pool.run(self._writer.put, key, body)
+
+
+def async_writer(writer: BatchWriter, pool: DaemonThreadPool) -> AsyncBatchWriter:
+    """The asyncio interface of ``writer``: its own when it has one, else ``put`` on ``pool``."""
+    if isinstance(writer, S3BatchWriter):
+        return writer
+    return ThreadedBatchWriter(writer, pool)
+
+
 class S3BatchWriter:
     """boto3 PutObject of gzipped JSONL with retries; one AWS call per attempt."""
 
@@ -68,7 +94,9 @@ class S3BatchWriter:
         self._backoff = backoff
         self._give_up_after = give_up_after
         self._clock = clock
-        self._closing = threading.Event()
+        self._closing = StopSignal()
+        # Daemon threads: a PUT hanging on a partitioned network never holds up the exit.
+        self._pool = shared_pool(SINK_WRITES)
         self._extra: dict[str, str] = {}
         if sse is not None:
             self._extra["ServerSideEncryption"] = sse
@@ -79,14 +107,15 @@ class S3BatchWriter:
     def bucket(self) -> str:
         return self._bucket
 
-    def put(self, key: str, body: bytes) -> None:
-        """Write one object, retrying transient errors with backoff for up to give_up_after s."""
+    async def put_async(self, key: str, body: bytes) -> None:
+        """Write one object, retrying transient errors with backoff for up to give_up_after s;
+        each attempt on a daemon pool, each backoff in asyncio (``close`` ends it at once)."""
         deadline = self._clock() + self._give_up_after
         attempt = 0
         while True:
             started = self._clock()
             try:
-                self._put_object(key, body)
+                await self._pool.run(self._put_object, key, body)
             except (BotoCoreError, ClientError) as err:
                 if not aws_error(err).retriable:
                     raise S3PutRejectedError(f"PUT s3://{self._bucket}/{key}: {err}") from err
@@ -98,12 +127,16 @@ class S3BatchWriter:
                 attempt += 1
                 self._metrics.inc(Counters.S3_PUT_RETRIES)
                 log.warning("PUT %s failed, retry %d in %.2fs: %s", key, attempt, delay, err)
-                self._closing.wait(delay)
+                await self._closing.sleep(delay)
                 continue
             self._metrics.observe(Histograms.S3_PUT_SECONDS, self._clock() - started)
             self._metrics.inc(Counters.S3_OBJECTS_WRITTEN)
             self._metrics.inc(Counters.S3_BYTES_WRITTEN, len(body))
             return
+
+    def put(self, key: str, body: bytes) -> None:
+        """``put_async`` for a caller without an event loop."""
+        asyncio.run(self.put_async(key, body))
 
     def close(self) -> None:
         """Make puts still retrying give up at their next failure (service shutdown)."""

@@ -47,6 +47,7 @@ class LeaseHandle:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Lease calls run on their own pool, never behind sink writes.
     run: BlockingRunner = field(default_factory=lambda: PoolRunner(LEASE_CALLS))
+    renewed_at: float = 0.0  # event-loop time of the last successful take or renewal
 
     async def checkpoint(self, checkpoint: str, sub: int = 0) -> None:
         async with self.lock:
@@ -64,7 +65,9 @@ class LeaseHandle:
             if self.lost:
                 return
             try:
+                started = asyncio.get_running_loop().time()
                 self.lease = await self.run(self.store.renew, self.lease, self.millis_behind)
+                self.renewed_at = started  # the table saw the renewal no earlier than this
             except LeaseLostError:
                 self.lost = True
                 log.warning("lost lease %s", self.lease.shard_id)

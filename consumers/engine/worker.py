@@ -46,6 +46,11 @@ class WorkerConfig:
     def renew_seconds(self) -> float:
         return self.failover_seconds / 3
 
+    @property
+    def give_up_seconds(self) -> float:
+        """Two renewals missed: others see the lease expired only at failover_seconds."""
+        return 2 * self.renew_seconds
+
 
 @dataclass
 class _Owned:
@@ -118,19 +123,37 @@ class Worker:
             await self._shutdown()
 
     async def _renew_forever(self, stop: asyncio.Event) -> None:
-        """Renew every owned lease each renew_seconds, side by side on the lease pool."""
-        while not stop.is_set():
-            handles = [owned.handle for owned in self._owned.values()]
-            results = await asyncio.gather(
-                *(handle.renew() for handle in handles), return_exceptions=True
-            )
-            for handle, result in zip(handles, results, strict=True):
-                if isinstance(result, AwsError) and result.retriable:
-                    log.warning("could not renew %s: %s", handle.lease.shard_id, result)
-                elif isinstance(result, BaseException):
-                    raise result
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+        """Each renew_seconds, start a renewal of every owned lease whose last one ended; never
+        waits for one (a renewal hanging on a partitioned lease table holds no other). A lease
+        not renewed for ``give_up_seconds`` is given up locally, before any other worker can
+        see it expired, so a worker cut off from the lease table stops reading in time."""
+        loop = asyncio.get_running_loop()
+        running: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not stop.is_set():
+                for shard_id in set(running) - set(self._owned):
+                    running.pop(shard_id).cancel()
+                for shard_id, owned in list(self._owned.items()):
+                    handle = owned.handle
+                    task = running.get(shard_id)
+                    if task is not None and task.done():
+                        del running[shard_id]
+                        _renewal_result(handle, task)
+                    elif task is not None:
+                        log.warning("renewal of %s still waiting for the lease table", shard_id)
+                    if shard_id not in running and not handle.lost:
+                        running[shard_id] = asyncio.create_task(handle.renew())
+                    silent = loop.time() - handle.renewed_at
+                    if not handle.lost and silent >= self._config.give_up_seconds:
+                        handle.lost = True
+                        log.warning(
+                            "lease %s not renewed for %.1fs: giving it up", shard_id, silent
+                        )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+        finally:
+            for task in running.values():
+                task.cancel()
 
     async def _cycle(self) -> None:
         now = asyncio.get_running_loop().time
@@ -193,7 +216,12 @@ class Worker:
         else:
             log.info("took lease %s", lease.shard_id, extra={"shard_id": lease.shard_id})
         self._leases[taken.shard_id] = taken
-        handle = LeaseHandle(taken, self._store, run=self._executors.leases)
+        handle = LeaseHandle(
+            taken,
+            self._store,
+            run=self._executors.leases,
+            renewed_at=asyncio.get_running_loop().time(),
+        )
         reader = ShardReader(
             handle,
             self._kinesis,
@@ -297,3 +325,16 @@ async def _first_of(stop: asyncio.Event, task: asyncio.Task[None], seconds: floa
         await asyncio.wait({stopped, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
+
+
+def _renewal_result(handle: LeaseHandle, task: asyncio.Task[None]) -> None:
+    """A finished renewal: retriable lease-table errors are logged, others raised."""
+    if task.cancelled():
+        return
+    err = task.exception()
+    if err is None:
+        return
+    if isinstance(err, AwsError) and err.retriable:
+        log.warning("could not renew %s: %s", handle.lease.shard_id, err)
+        return
+    raise err

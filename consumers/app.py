@@ -84,6 +84,9 @@ def processor_factory(
             metrics,
             latest_concurrency=settings.dynamodb_max_in_flight,
             latest_wait=settings.idle_time_between_reads_ms / 1000,
+            # A latest-table row DynamoDB refuses for good: errors/<app>/..., not a dead book.
+            dead_letters=S3DeadLetterStore(clients.s3, settings.s3_bucket),
+            dead_letter_source=app_name(settings, kind),
         )
 
         def close() -> None:

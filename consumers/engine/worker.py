@@ -48,8 +48,10 @@ class WorkerConfig:
 
     @property
     def give_up_seconds(self) -> float:
-        """Two renewals missed: others see the lease expired only at failover_seconds."""
-        return 2 * self.renew_seconds
+        """Silence after which an owner gives a lease up: checked at each renewal tick, so in
+        effect at the second missed renewal (2/3 of failover), a third of failover_seconds
+        before any other worker can see the lease expired."""
+        return 1.5 * self.renew_seconds
 
 
 @dataclass
@@ -98,7 +100,8 @@ class Worker:
 
     @property
     def owned_shards(self) -> list[str]:
-        return sorted(self._owned)
+        """Shards this worker holds a lease on and reads (lost ones excluded at once)."""
+        return sorted(shard for shard, owned in self._owned.items() if not owned.handle.lost)
 
     @property
     def lag_ms(self) -> dict[str, int | None]:

@@ -48,13 +48,15 @@ def put(kinesis: MemoryKinesis, indexes: Sequence[int] | range) -> dict[int, str
 class MemorySink:
     """Where every processor writes: event_time -> times written, and per-shard checks.
 
-    ``stall`` (when set, cleared) holds every write until it is set again; ``fail_writes``
-    makes that many writes raise like a sink whose retries ran out. ``overlaps`` counts writes
-    that started while another worker's write of the same shard was in flight.
+    ``stall`` (while cleared) holds the writes of ``stalled`` owners (every owner when None);
+    ``fail_writes`` makes that many writes raise like a sink whose retries ran out.
+    ``overlaps`` counts writes that started while another worker's write of the same shard
+    was in flight.
     """
 
     writes: Counter[int] = field(default_factory=Counter)
     stall: asyncio.Event | None = None
+    stalled: str | None = None
     fail_writes: int = 0
     failures: int = 0
     overlaps: int = 0
@@ -70,7 +72,7 @@ class MemorySink:
             self.overlaps += 1
         writers.add(owner)
         try:
-            if self.stall is not None:
+            if self.stall is not None and self.stalled in (None, owner):
                 await self.stall.wait()
             if self.fail_writes > 0:
                 self.fail_writes -= 1

@@ -34,7 +34,7 @@ from bench.report import Row
 from core.aws import AwsClients
 from core.metrics import Counters, Histograms, Metrics
 from core.settings import load_settings
-from crypto_live.embedded import DUMMY_CREDENTIALS, _free_port
+from crypto_live.embedded import DUMMY_CREDENTIALS, free_port
 from crypto_live.provision import provision
 
 SINKS = ("dynamodb", "s3")
@@ -179,7 +179,7 @@ def run_pipeline(
         process.start()
         consumers.append((kind, process, durable, receive))
     time.sleep(3)  # workers take their leases on an empty stream
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     logs = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     exchange = start_service(
         ["exchange", "--port", str(port), "--symbols", str(symbols), "--rate", str(rate)],

@@ -51,7 +51,7 @@ class EmbeddedAws:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4566) -> None:
         self._host = host
-        self._port = port or _free_port(host)
+        self._port = port or free_port(host)
         self._server: object | None = None
 
     @property
@@ -102,7 +102,7 @@ class MotoServer:
         self._module = module
         self._log = log
         self._cwd = cwd
-        self._port = _free_port("127.0.0.1")
+        self._port = free_port("127.0.0.1")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -184,9 +184,8 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _free_port(host: str) -> int:
-    # Tests still import this private name (tests/deploy, tests/system); new test code uses
-    # tests.support.emulator.free_port.
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the emulator's, a bench's servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

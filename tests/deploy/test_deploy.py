@@ -26,10 +26,9 @@ from consumers.app import KINDS, app_name, lease_table_name
 from core.aws import AwsClients
 from core.health import DEFAULT_PORTS
 from core.settings import Settings, load_settings
-from crypto_live.embedded import _free_port
 from crypto_live.provision import DEFAULT_STREAMS, TTL_ATTRIBUTE, provision
 from producer.service import DEAD_LETTER_SOURCE
-from tests.conftest import reset_moto
+from tests.support.emulator import free_port, reset_moto
 from tests.support.pipeline import ServiceProcess, consumer_env, count_items, wait_until
 
 pytestmark = pytest.mark.integration
@@ -680,7 +679,7 @@ def run_pipeline_against(endpoint: str, tmp_path: Path) -> None:
     assert provisioned.returncode == 0, provisioned.stderr
     assert "created: nothing" in provisioned.stdout  # the init hook made all of it
 
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     services = [
         ServiceProcess(
             ["exchange", "--host", "127.0.0.1", "--port", str(port), "--rate", "5"],

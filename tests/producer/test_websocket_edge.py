@@ -20,8 +20,8 @@ import pytest
 from core.aws import AwsClients
 from core.metrics import Counters
 from core.settings import Settings
-from crypto_live.embedded import _free_port
 from crypto_live.exchange.server import SimulatedExchange
+from tests.support.emulator import free_port
 from tests.support.pipeline import (
     ServiceProcess,
     launch_producer,
@@ -191,7 +191,7 @@ def test_healthz_is_unhealthy_while_the_websocket_is_down(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
     settings = provisioned(aws_settings, aws, 2)
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     exchange = ExchangeThread(port=port)
     with exchange:
         env = producer_env(settings, exchange.exchange.url, settings.aws_endpoint_url or "")

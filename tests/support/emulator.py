@@ -3,13 +3,12 @@ reset API, and free loopback ports."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from crypto_live.embedded import DUMMY_CREDENTIALS, MotoServer, reset_moto
+from crypto_live.embedded import DUMMY_CREDENTIALS, MotoServer, free_port, reset_moto
 
 __all__ = ["DUMMY_CREDENTIALS", "free_port", "moto_server", "reset_moto"]
 
@@ -21,10 +20,3 @@ def moto_server(log: IO[bytes] | None = None) -> Iterator[str]:
     """``python -m tests.support.moto_server`` on a free port until the block ends; its URL."""
     with MotoServer("tests.support.moto_server", log=log, cwd=REPO) as server:
         yield server.endpoint
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

@@ -16,8 +16,8 @@ import pytest
 from consumers.operations.stream_dump import read_stream
 from core.aws import AwsClients
 from core.settings import Settings
-from crypto_live.embedded import _free_port
 from crypto_live.provision import provision
+from tests.support.emulator import free_port
 from tests.support.pipeline import ServiceProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -27,8 +27,8 @@ def test_producer_process_flushes_everything_on_sigterm(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
     provision(aws_settings, aws)
-    port = _free_port("127.0.0.1")
-    metrics_port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
+    metrics_port = free_port("127.0.0.1")
     exchange = ServiceProcess(
         ["exchange", "--port", str(port), "--symbols", "50", "--rate", "20"], {}, tmp_path / "x.log"
     )
@@ -74,7 +74,7 @@ def test_producer_process_flushes_everything_on_sigterm(
 
 
 def test_up_with_simulated_exchange_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "crypto_live.cli", "up", "--source", "sim", "--no-display"],

@@ -21,7 +21,7 @@ import pytest
 from core.aws import AwsClients
 from core.health import DEFAULT_PORTS
 from core.settings import Settings
-from crypto_live.embedded import _free_port
+from tests.support.emulator import free_port
 from tests.support.pipeline import (
     ServiceProcess,
     consumer_env,
@@ -88,7 +88,7 @@ def test_producer_and_both_consumers_run_side_by_side_with_default_ports(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
     settings = provisioned(aws_settings, aws, 2)
-    exchange_port = _free_port("127.0.0.1")
+    exchange_port = free_port("127.0.0.1")
     free_before = {name: _is_free(port) for name, port in DEFAULT_PORTS.items()}
     exchange = ServiceProcess(
         ["exchange", "--port", str(exchange_port), "--symbols", "5", "--rate", "2"],

@@ -17,8 +17,8 @@ import pytest
 from consumers.dynamodb.items import ticker_attributes
 from core.aws import AwsClients
 from core.settings import Settings
-from crypto_live.embedded import _free_port
 from crypto_live.provision import provision
+from tests.support.emulator import free_port
 from tests.support.pipeline import (
     ServiceProcess,
     count_items,
@@ -130,7 +130,7 @@ def test_sigkill_every_service_three_rounds_matches_a_fault_free_run(
         idle_time_between_reads_ms=100,
     )
     provision(clean, aws)
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     exchange = ServiceProcess(
         ["exchange", "--port", str(port), "--symbols", "50", "--rate", "5"], {}, tmp_path / "x.log"
     )

@@ -195,7 +195,9 @@ class Publisher:
     # -- producing -----------------------------------------------------------------------
 
     async def add(self, partition_key: str, data: bytes) -> None:
-        """Buffer one user record; waits while too much is pending (backpressure)."""
+        """Buffer one user record; waits while too much is pending (backpressure). Raises the
+        error a background task died of."""
+        self._check_tasks()
         while not self._space.is_set():
             self._check_tasks()
             await self._space.wait()
@@ -226,6 +228,9 @@ class Publisher:
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self._requests.pop(task, None)
+        # Wake the sender again: _send's own wake-up ran while this task still held its slot,
+        # so with every slot ending at once the sender found none free and went back to sleep.
+        self._wake.set()
         self._background_done(task)
 
     def _enqueue(self, entries: list[PutEntry]) -> None:
@@ -290,7 +295,9 @@ class Publisher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while len(self._requests) < self._max_in_flight:
+            # After an unexpected error nothing more is sent: it surfaces in add() and close()
+            # hands every entry back (a hot loop resending into the same bug helps nobody).
+            while self._failure is None and len(self._requests) < self._max_in_flight:
                 request = self._next_request()
                 if not request:
                     break

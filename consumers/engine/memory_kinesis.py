@@ -4,10 +4,10 @@ Models what the engine depends on: shards with hash ranges, splits and merges (t
 closes with an EndingSequenceNumber, children carry their ParentShardIds), both shard-end
 behaviours (``shard_end="aws"``: a closed shard read to its end answers a null NextShardIterator
 and its ChildShards; ``"moto"``: never a null iterator, and an empty closed shard has
-EndingSequenceNumber 0), expired iterators (after ``iterator_ttl_calls`` GetRecords calls, or on
-demand) and injected failures (one-off or an outage) raised as the project's errors.
-Deterministic: sequence numbers count up from one stream-wide counter, arrival times come
-from an injectable clock. Thread-safe.
+EndingSequenceNumber 0), expired iterators (after ``iterator_ttl_calls`` GetRecords calls on
+the stream, the one using it counted, or on demand) and injected failures (one-off or an
+outage) raised as the project's errors. Deterministic: sequence numbers count up from one
+stream-wide counter, arrival times come from an injectable clock. Thread-safe.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -110,7 +110,7 @@ class Cluster:
             await asyncio.sleep(0.1)
 
 
-def run(scenario: Callable[[Cluster], Awaitable[None]], shards: int = 4) -> Cluster:
+def run(scenario: Callable[[Cluster], Coroutine[Any, Any, None]], shards: int = 4) -> Cluster:
     cluster = Cluster(shards)
     virtual_time.run(scenario(cluster))
     return cluster

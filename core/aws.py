@@ -59,11 +59,12 @@ class AwsClients:
         return self._settings.aws_endpoint_url
 
     def client(self, service: str) -> Any:
-        """A cached boto3 client for ``service`` pointed at the configured endpoint."""
+        """A cached boto3 client for ``service`` on its endpoint: AWS_ENDPOINT_URL_<SERVICE>, else
+        AWS_ENDPOINT_URL, else AWS."""
         if service not in self._clients:
             self._clients[service] = self._session.client(
                 service,
-                endpoint_url=self._settings.aws_endpoint_url,
+                endpoint_url=self._settings.endpoint_url_for(service),
                 config=client_config(service),
             )
         return self._clients[service]

@@ -34,6 +34,13 @@ StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
 CommaList = Annotated[tuple[str, ...] | None, BeforeValidator(_comma_list)]
 
 DEFAULT_BINANCE_STREAM_URL = "wss://stream.binance.com:9443/"
+# boto3 service name -> its per-service endpoint setting (AWS_ENDPOINT_URL_<SERVICE>).
+_SERVICE_ENDPOINTS = {
+    "kinesis": "aws_endpoint_url_kinesis",
+    "dynamodb": "aws_endpoint_url_dynamodb",
+    "s3": "aws_endpoint_url_s3",
+    "secretsmanager": "aws_endpoint_url_secrets_manager",
+}
 
 
 class Settings(BaseSettings):
@@ -42,6 +49,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     aws_endpoint_url: str | None = None
+    # Per-service endpoints (the AWS SDKs' convention): each overrides AWS_ENDPOINT_URL for its
+    # service, e.g. Kinesis on kinesis-mock and the rest on LocalStack or moto.
+    aws_endpoint_url_kinesis: str | None = None
+    aws_endpoint_url_dynamodb: str | None = None
+    aws_endpoint_url_s3: str | None = None
+    aws_endpoint_url_secrets_manager: str | None = None
     aws_region: str = Field(
         default="ap-southeast-1", validation_alias=AliasChoices("AWS_REGION", "REGION")
     )
@@ -122,6 +135,12 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside
     # Where a service writes the port it serves on (for `crypto-live healthcheck`); unset: nowhere.
     metrics_port_file: str | None = None
+
+    def endpoint_url_for(self, service: str) -> str | None:
+        """The endpoint of boto3 service ``service``: its own variable, else AWS_ENDPOINT_URL."""
+        field = _SERVICE_ENDPOINTS.get(service)
+        own: str | None = getattr(self, field) if field else None
+        return own or self.aws_endpoint_url or None
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced and validated again (CLI flags mirror env vars)."""

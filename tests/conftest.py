@@ -16,7 +16,8 @@ from tests.support.emulator import DUMMY_CREDENTIALS, moto_server, reset_moto
 for _name, _value in DUMMY_CREDENTIALS.items():
     os.environ[_name] = _value
 os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+    os.environ.pop(_name)  # AWS_ENDPOINT_URL and the per-service AWS_ENDPOINT_URL_<SERVICE>
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 # Services started by tests serve /metrics on a free loopback port, never a fixed one.

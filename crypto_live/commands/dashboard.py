@@ -62,7 +62,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from crypto_live.dashboard.source import DashboardSource
     from crypto_live.embedded import use_dummy_credentials
 
-    if _is_loopback(settings.aws_endpoint_url):
+    if _is_loopback(settings.endpoint_url_for("dynamodb")):
         use_dummy_credentials()  # the embedded endpoint of `make up` takes any credentials
     host = str(_option(args, settings, "dashboard_host", DEFAULT_HOST))
     port = int(_option(args, settings, "dashboard_port", DEFAULT_PORT))

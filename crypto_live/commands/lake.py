@@ -124,7 +124,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         slack = getattr(settings, "lake_slack_hours", DEFAULT_SLACK_HOURS)
     if slack < 0:
         raise LakeError(f"--slack-hours must be >= 0 (got {slack})")
-    if _is_loopback(settings.aws_endpoint_url):
+    if _is_loopback(settings.endpoint_url_for("s3")):
         use_dummy_credentials()  # the embedded endpoint of `make up` takes any credentials
     now = datetime.now(UTC)
     clients = AwsClients(settings)

@@ -182,7 +182,8 @@ class Publisher:
         self._space.set()
 
     def set_rejected_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` whenever entries were refused for good (see ``take_rejected``)."""
+        """Call ``listener`` whenever entries were refused for good (see ``take_rejected``),
+        or a background task failed (see ``check``)."""
         self._on_rejected = listener
 
     def take_rejected(self) -> list[Undelivered]:
@@ -213,6 +214,11 @@ class Publisher:
         aggregated = self._aggregator.buffered_records if self._aggregator else 0
         return aggregated + self._pending_records
 
+    def check(self) -> None:
+        """Raise the error a background task died of, if one did (the owner's health check;
+        the rejected listener is called when that happens)."""
+        self._check_tasks()
+
     def _check_tasks(self) -> None:
         # A background task that died must surface in its owner, not vanish.
         if self._failure is not None:
@@ -225,6 +231,7 @@ class Publisher:
         self._progress.set()
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
+            self._on_rejected()
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self._requests.pop(task, None)
@@ -354,6 +361,7 @@ class Publisher:
             log.error("PutRecords failed unexpectedly: %r", err, exc_info=err)
             self._failure = self._failure or err
             self._requeue_front(entries)
+            self._on_rejected()  # the owner looks, and finds the failure in check()
         finally:
             self._in_flight.difference_update(shards)
             self._progress.set()

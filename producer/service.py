@@ -317,6 +317,7 @@ class ProducerService:
                 timeout = min(1.0, max(0.0, wake_at - loop.time()))
                 await asyncio.wait_for(self._dead_wake.wait(), timeout)
             self._dead_wake.clear()
+            self._publisher.check()  # a dead publisher surfaces here, in run()
             now = loop.time()
             if now >= next_beat:
                 next_beat = now + 1.0

@@ -63,12 +63,12 @@ class StreamFake:
             return self.maps[min(self.list_calls, len(self.maps)) - 1]
 
     def put_records(self, entries: Sequence[PutEntry]) -> dict[str, Any]:
-        if self.gate is not None:
-            self.gate.acquire()
         with self._lock:
             self.calls += 1
             call = self.calls
             self.requests.append(list(entries))
+        if self.gate is not None:
+            self.gate.acquire()
         response: dict[str, Any] = self.answer(call, entries)
         with self._lock:
             self.stored.extend(

@@ -184,9 +184,18 @@ class ServiceProcess:
         return f"http://127.0.0.1:{int(line.split()[5])}"
 
 
+def endpoint_env(settings: Settings) -> dict[str, str]:
+    """AWS_ENDPOINT_URL and each per-service AWS_ENDPOINT_URL_<SERVICE> that ``settings`` set."""
+    env = {"AWS_ENDPOINT_URL": settings.aws_endpoint_url or ""}
+    for name in ("kinesis", "dynamodb", "s3", "secrets_manager"):
+        if value := getattr(settings, f"aws_endpoint_url_{name}"):
+            env[f"AWS_ENDPOINT_URL_{name.upper()}"] = value
+    return env
+
+
 def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {
-        "AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+        **endpoint_env(settings),
         "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
         "FAILOVER_SECONDS": "3",
         "SHARD_DISCOVERY_SECONDS": "2",
@@ -204,6 +213,7 @@ def launch_consumer(settings: Settings, kind: str, log_path: Path, **extra: str)
 
 def producer_env(settings: Settings, exchange_url: str, endpoint: str) -> dict[str, str]:
     return {
+        **endpoint_env(settings),
         "AWS_ENDPOINT_URL": endpoint,
         "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
         "BINANCE_STREAM_URL": exchange_url,

@@ -1,4 +1,5 @@
-"""The DynamoDB consumer through resharding and replay, against moto over HTTP."""
+"""The DynamoDB consumer through resharding (split, merge) and replay, on both Kinesis backends
+(moto, kinesis-mock) with moto for DynamoDB."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from core.metrics import Counters, Metrics
 from core.settings import Settings
 from crypto_live.provision import provision
 from schemas.codec import default_codec
-from tests.support.pipeline import count_items, make_record, publish, scan_all
+from tests.support.pipeline import count_items, make_record, publish, scan_all, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -66,79 +67,146 @@ class _Recording:
         self._inner.abandon()
 
 
-def test_split_while_records_flow_children_wait_for_their_parent(
-    aws_settings: Settings, aws: AwsClients
-) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2, **FAST)
-    provision(settings, aws)
+def _wait_active(aws: AwsClients, stream: str) -> None:
+    """Resharding takes a while on AWS and kinesis-mock (at once on moto)."""
+    wait_until(
+        lambda: (
+            aws.kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+                "StreamStatus"
+            ]
+            == "ACTIVE"
+        ),
+        30,
+        0.1,
+    )
+
+
+def _consume_while_resharding(
+    settings: Settings, aws: AwsClients, records: list[dict[str, Any]], reshard: Any
+) -> Recorder:
+    """One worker reads while half the records go in, ``reshard(shards)`` runs, and the other
+    half go in through a new publisher (it sees the children); until all are in DynamoDB."""
     stream = settings.kinesis_stream_name
-    records = [make_record(i) for i in range(6_000)]
     metrics = Metrics("consumer")
     recorder = Recorder(processor_factory(settings, aws, "dynamodb", metrics).processors)
     worker = Worker(
         kinesis=aws.kinesis,
         stream=stream,
-        leases=DynamoLeaseStore(aws.dynamodb, "split-test-leases"),
+        leases=DynamoLeaseStore(aws.dynamodb, "reshard-test-leases"),
         processors=recorder,
         codec=default_codec(),
-        dead_letters=dead_letter_writer(aws, settings, "split-test", metrics),
+        dead_letters=dead_letter_writer(aws, settings, "reshard-test", metrics),
         config=worker_config(settings),
         metrics=metrics,
     )
+    half = len(records) // 2
 
-    def produce_and_split() -> None:
-        publish(settings, aws, records[:3_000])
-        parent = aws.kinesis.list_shards(StreamName=stream)["Shards"][0]
-        low = int(parent["HashKeyRange"]["StartingHashKey"])
-        high = int(parent["HashKeyRange"]["EndingHashKey"])
-        aws.kinesis.split_shard(
-            StreamName=stream,
-            ShardToSplit=parent["ShardId"],
-            NewStartingHashKey=str((low + high) // 2),
-        )
-        publish(settings, aws, records[3_000:])  # a new publisher: it sees the children
+    def produce_and_reshard() -> None:
+        publish(settings, aws, records[:half])
+        reshard(aws.kinesis.list_shards(StreamName=stream)["Shards"])
+        _wait_active(aws, stream)
+        publish(settings, aws, records[half:])
 
     async def scenario() -> None:
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
-        producer = threading.Thread(target=produce_and_split)
+        producer = threading.Thread(target=produce_and_reshard)
         producer.start()
         async with asyncio.timeout(90):
             while producer.is_alive() or count_items(aws, settings.dynamo_table_name) < len(
                 records
             ):
                 await asyncio.sleep(0.5)
+                if running.done():
+                    running.result()
         stop.set()
         await running
 
     asyncio.run(scenario())
+    return recorder
 
-    shards = {s["ShardId"]: s for s in aws.kinesis.list_shards(StreamName=stream)["Shards"]}
-    children = {sid: s["ParentShardId"] for sid, s in shards.items() if "ParentShardId" in s}
-    assert len(children) == 2
+
+def _assert_children_after_parents(
+    aws: AwsClients, settings: Settings, recorder: Recorder, records: list[dict[str, Any]]
+) -> dict[str, tuple[str, ...]]:
+    """Every parent was read to its end and checkpointed SHARD_END before any record of its
+    children was processed; DynamoDB holds exactly the records. Returns child -> parents."""
+    shards = aws.kinesis.list_shards(StreamName=settings.kinesis_stream_name)["Shards"]
+    children = {
+        s["ShardId"]: tuple(s[k] for k in ("ParentShardId", "AdjacentParentShardId") if k in s)
+        for s in shards
+        if "ParentShardId" in s
+    }
     ended = {shard: t for t, shard, kind, _ in recorder.events if kind == "ended"}
-    parent = next(iter(children.values()))
-    assert parent in ended  # the parent was read to its end and checkpointed SHARD_END
-    processed_children = [
-        (t, s) for t, s, kind, _ in recorder.events if kind == "process" and s in children
-    ]
-    assert processed_children, "no record reached a child shard"
-    assert all(t > ended[parent] for t, _ in processed_children)
+    processed = [(t, s) for t, s, kind, _ in recorder.events if kind == "process" and s in children]
+    assert processed, "no record reached a child shard"
+    for t, child in processed:
+        assert all(parent in ended and t > ended[parent] for parent in children[child])
     items = scan_all(aws, settings.dynamo_table_name)
     assert sorted((i["stream_type"]["S"], i["iso_timestamp"]["S"]) for i in items) == sorted(
         (r["stream_type"], r["iso_timestamp"]) for r in records
     )
-    store = DynamoLeaseStore(aws.dynamodb, "split-test-leases")
-    leases = {lease.shard_id: lease for lease in store.list_leases()}
-    assert leases[parent].finished and leases[parent].owner is None
+    leases = {
+        lease.shard_id: lease
+        for lease in DynamoLeaseStore(aws.dynamodb, "reshard-test-leases").list_leases()
+    }
+    for parents in children.values():
+        assert all(leases[p].finished and leases[p].owner is None for p in parents), leases
+    return children
+
+
+def test_split_while_records_flow_children_wait_for_their_parent(
+    kinesis_backend: Settings, aws: AwsClients
+) -> None:
+    settings = kinesis_backend.with_overrides(kinesis_shard_count=2, **FAST)
+    provision(settings, aws)
+    records = [make_record(i) for i in range(6_000)]
+
+    def split(shards: list[dict[str, Any]]) -> None:
+        parent = shards[0]
+        low = int(parent["HashKeyRange"]["StartingHashKey"])
+        high = int(parent["HashKeyRange"]["EndingHashKey"])
+        aws.kinesis.split_shard(
+            StreamName=settings.kinesis_stream_name,
+            ShardToSplit=parent["ShardId"],
+            NewStartingHashKey=str((low + high) // 2),
+        )
+
+    recorder = _consume_while_resharding(settings, aws, records, split)
+
+    children = _assert_children_after_parents(aws, settings, recorder, records)
+    assert len(children) == 2 and len(set(children.values())) == 1
+
+
+def test_merge_while_records_flow_the_child_waits_for_both_parents(
+    kinesis_backend: Settings, aws: AwsClients
+) -> None:
+    settings = kinesis_backend.with_overrides(kinesis_shard_count=2, **FAST)
+    provision(settings, aws)
+    records = [make_record(i) for i in range(6_000)]
+
+    def merge(shards: list[dict[str, Any]]) -> None:
+        low, high = sorted(shards, key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+        aws.kinesis.merge_shards(
+            StreamName=settings.kinesis_stream_name,
+            ShardToMerge=low["ShardId"],
+            AdjacentShardToMerge=high["ShardId"],
+        )
+
+    recorder = _consume_while_resharding(settings, aws, records, merge)
+
+    children = _assert_children_after_parents(aws, settings, recorder, records)
+    assert len(children) == 1 and len(next(iter(children.values()))) == 2
 
 
 def _snapshot(aws: AwsClients, table: str, key: tuple[str, ...]) -> dict[Any, Any]:
     return {tuple(item[k]["S"] for k in key): item for item in scan_all(aws, table)}
 
 
-def test_replay_from_trim_horizon_changes_nothing(aws_settings: Settings, aws: AwsClients) -> None:
-    settings = aws_settings.with_overrides(kinesis_shard_count=2, **FAST)
+def test_replay_from_trim_horizon_changes_nothing(
+    kinesis_backend: Settings, aws: AwsClients
+) -> None:
+    settings = kinesis_backend.with_overrides(kinesis_shard_count=2, **FAST)
     provision(settings, aws)
     records = [make_record(i) for i in range(3_000)]
     publish(settings, aws, records)

@@ -112,7 +112,8 @@ class Worker:
         reader's or the renewal task's permanent failure is raised here, after the shutdown."""
         await self._executors.leases(self._store.ensure_table)
         log.info("worker %s starting on %s", self.worker_id, self._stream)
-        renewal = asyncio.create_task(self._renew_forever(stop), name="lease-renewal")
+        stopping = asyncio.Event()  # set to stop the renewal task
+        renewal = asyncio.create_task(self._renew_forever(stopping), name="lease-renewal")
         try:
             while not stop.is_set():
                 if renewal.done():
@@ -120,10 +121,7 @@ class Worker:
                 await _unless_stopped(self._cycle(), stop)
                 await _first_of(stop, renewal, self._config.renew_seconds)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-            await self._shutdown()
+            await self._shutdown(stopping, renewal)
 
     async def _renew_forever(self, stop: asyncio.Event) -> None:
         """Each renew_seconds, start a renewal of every owned lease whose last one ended; never
@@ -154,6 +152,8 @@ class Worker:
                         )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+            if running:
+                await asyncio.wait(running.values())  # the caller bounds this wait
         finally:
             for task in running.values():
                 task.cancel()
@@ -278,7 +278,8 @@ class Worker:
         except AwsError as err:
             log.warning("could not release lease %s: %s", handle.lease.shard_id, err)
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, stopping: asyncio.Event, renewal: asyncio.Task[None]) -> None:
+        # Readers stop first (their last checkpoints need the leases still renewed).
         self._reader_stop.set()
         owned = list(self._owned.values())
         if owned:
@@ -287,6 +288,13 @@ class Worker:
             )
             for task in pending:
                 task.cancel()
+        # Then renewals, letting those in flight finish (bounded) rather than cancelling them:
+        # one applied in the table but cancelled here would leave a stale counter, and the
+        # release below would fail its condition and leave the lease owned until it expires.
+        stopping.set()
+        await asyncio.wait({renewal}, timeout=self._config.renew_seconds)
+        renewal.cancel()
+        await asyncio.gather(renewal, return_exceptions=True)  # run() raised its error already
         for item in owned:
             if item.task.done() and not item.task.cancelled() and item.task.exception():
                 log.error("reader failed: %s", item.task.exception())

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 
-from consumers.engine.executors import EngineExecutors
+from consumers.engine.executors import EngineExecutors, InlineRunner
 from consumers.engine.leases import SHARD_END, Lease, MemoryLeaseStore
 from consumers.engine.memory_kinesis import MemoryKinesis, unavailable
 from consumers.engine.shard_reader import ReaderConfig
@@ -56,7 +56,29 @@ class CutOffStore:
         return call
 
 
-def make_worker(name: str, kinesis: MemoryKinesis, store: Any, sink: MemorySink) -> Worker:
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class AnsweredLate:
+    """Lease calls applied at once but answered ``seconds`` later (a slow network)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def __call__(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        result = fn(*args, **kwargs)
+        await asyncio.sleep(self.seconds)
+        return result
+
+
+def make_worker(
+    name: str,
+    kinesis: MemoryKinesis,
+    store: Any,
+    sink: MemorySink,
+    executors: EngineExecutors | None = None,
+) -> Worker:
     return Worker(
         kinesis=kinesis,
         stream=kinesis.stream,
@@ -66,7 +88,7 @@ def make_worker(name: str, kinesis: MemoryKinesis, store: Any, sink: MemorySink)
         dead_letters=no_dead_letters,
         config=CONFIG,
         worker_id=name,
-        executors=EngineExecutors.inline(),
+        executors=executors or EngineExecutors.inline(),
     )
 
 
@@ -302,3 +324,24 @@ def test_leases_are_created_once_for_every_shard_at_the_initial_position() -> No
         (f"shardId-{i:012d}", "TRIM_HORIZON") for i in range(4)
     ]
     assert isinstance(c.store.list_leases()[0], Lease)
+
+
+@pytest.mark.parametrize("stop_at", [5.0, 5.25, 5.5, 5.75, 6.0, 6.3, 6.6, 6.9])
+def test_shutdown_releases_every_lease_even_with_a_renewal_in_flight(stop_at: float) -> None:
+    """A renewal applied in the table but not yet answered at SIGTERM is waited for, not
+    cancelled: cancelling it left a stale counter, so the release failed and the lease stayed
+    owned (test_consumer_group caught it once)."""
+
+    async def scenario(c: Cluster) -> None:
+        slow = EngineExecutors(AnsweredLate(0.4), InlineRunner(), InlineRunner())
+        worker = make_worker("a", c.kinesis, c.store, c.sink, slow)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        put(c.kinesis, range(100))
+        await asyncio.sleep(stop_at)
+        stop.set()
+        await task
+
+    c = run(scenario)
+    assert {lease.owner for lease in c.store.list_leases()} == {None}
+    assert c.sink.writes == dict.fromkeys(range(100), 1)

@@ -11,14 +11,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (pinned in pyproject.toml), so a code change reuses this layer; wheels only,
-# so the builder needs no compiler either.
+# Dependencies first, from a lock file of every dependency with its hashes (`make lock`), so
+# builds are reproducible and a code change reuses this layer; wheels only, so the builder needs
+# no compiler either.
 # No extras by default: moto (the `embedded` extra, for `crypto-live up` without an endpoint and
-# for the tests) stays out; `--build-arg EXTRAS=embedded` adds it (to compare image sizes).
+# for the tests) stays out; `--build-arg EXTRAS=embedded` adds it (to compare image sizes), from
+# requirements-embedded.lock.
 ARG EXTRAS=
+COPY requirements.lock requirements-embedded.lock ./
+RUN lock="requirements${EXTRAS:+-$EXTRAS}.lock" \
+ && { [ -f "$lock" ] || { echo "no lock file $lock for EXTRAS=$EXTRAS" >&2; exit 1; }; } \
+ && pip install --require-hashes --no-deps --only-binary=:all: -r "$lock"
 COPY pyproject.toml README.md ./
-RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = [e for e in os.environ['EXTRAS'].split(',') if e]; print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" > requirements.txt \
- && pip install --only-binary=:all: -r requirements.txt
 COPY core ./core
 COPY crypto_live ./crypto_live
 COPY producer ./producer

@@ -9,7 +9,7 @@ UP_STAMP := $(VENV)/.installed-up-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 SOURCE ?= binance
 
-.PHONY: up test check lint types bench clean compose-validator chromium dashboard lake
+.PHONY: up test check lint types bench clean compose-validator chromium kinesis-local lock dashboard lake
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 up: $(UP_STAMP)
 	$(BIN)/crypto-live up --source $(SOURCE)
 
-test: $(STAMP) compose-validator chromium
+test: $(STAMP) compose-validator chromium kinesis-local
 	$(BIN)/pytest
+
+# kinesis-mock (npm kinesis-local, pinned in tests/support/kinesis_mock.py) into .cache/, the
+# engine tests' second Kinesis; without node or npm that backend skips and says why.
+kinesis-local: $(STAMP)
+	@$(BIN)/python -m tests.support.kinesis_mock install
+
+# The Docker image installs from these, hashes checked: every dependency pinned, for Python 3.11
+# on any platform. Regenerate after changing dependencies in pyproject.toml.
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra embedded -o requirements-embedded.lock
 
 # `docker-compose config` validates docker-compose.yml in the tests (Debian's package; no engine
 # needed). Installed when missing and root; otherwise those tests skip and say why.

@@ -127,6 +127,20 @@ def test_compose_file_is_valid_and_wires_the_services() -> None:
     assert services["consumer-dynamodb"]["command"] == ["consume", "dynamodb"]
 
 
+def test_compose_builds_the_app_image_once() -> None:
+    # One service builds crypto-live:local; the others run that image and never pull it (a
+    # build per service leaves untagged duplicates behind).
+    config = _compose_config("-f", str(COMPOSE), "-f", str(COMPOSE_SIM), "--profile", "sim")
+    services = config["services"]
+    app = [name for name, service in services.items() if name != "localstack"]
+    assert [name for name in app if "build" in services[name]] == ["provision"]
+    assert services["provision"]["pull_policy"] == "missing"
+    for name in app:
+        assert services[name]["image"] == "crypto-live:local", name
+        if name != "provision":
+            assert services[name]["pull_policy"] == "never", name
+
+
 def test_compose_services_serve_metrics_on_their_own_default_ports() -> None:
     # Read without a compose validator (PyYAML resolves the anchors), so it runs everywhere:
     # with host networking the three services must not share a port, and each healthcheck

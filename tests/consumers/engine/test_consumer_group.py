@@ -1,4 +1,5 @@
-"""A DynamoDB consumer group of several worker processes against moto over HTTP."""
+"""A DynamoDB consumer group of several worker processes, on both Kinesis backends (moto and
+kinesis-mock, see tests/conftest.py) with moto for DynamoDB."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ def assert_table_equals(aws: AwsClients, settings: Settings, records: list[dict[
 
 
 def test_three_workers_share_four_shards_exactly_once(
-    aws_settings: Settings, aws: AwsClients, tmp_path: Path
+    kinesis_backend: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = provisioned(aws_settings, aws, 4)
+    settings = provisioned(kinesis_backend, aws, 4)
     records = published(settings, aws, range(10_000))
 
     workers = [launch_consumer(settings, "dynamodb", tmp_path / f"worker{i}.log") for i in range(3)]
@@ -113,9 +114,9 @@ def _table_exists(aws: AwsClients) -> bool:
 
 
 def test_sigkilled_worker_shards_are_taken_over_from_the_checkpoint(
-    aws_settings: Settings, aws: AwsClients, tmp_path: Path
+    kinesis_backend: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    settings = provisioned(aws_settings, aws, 4)
+    settings = provisioned(kinesis_backend, aws, 4)
     first = published(settings, aws, range(6_000))
     later = [make_record(i) for i in range(6_000, 10_000)]
     a = launch_consumer(settings, "dynamodb", tmp_path / "a.log")

@@ -1,4 +1,5 @@
-"""The S3 consumer end to end: Kinesis (moto over HTTP) -> engine -> gzipped JSONL in S3."""
+"""The S3 consumer end to end: Kinesis (moto over HTTP; kinesis-mock too where a test takes
+``kinesis_backend``) -> engine -> gzipped JSONL in S3."""
 
 from __future__ import annotations
 
@@ -82,9 +83,9 @@ def consume(settings: Settings, app: str, expected_rows: int) -> Metrics:
 
 
 def test_twenty_thousand_records_become_exactly_those_rows(
-    aws_settings: Settings, aws: AwsClients
+    kinesis_backend: Settings, aws: AwsClients
 ) -> None:
-    settings = aws_settings.with_overrides(**FAST)
+    settings = kinesis_backend.with_overrides(**FAST)
     provision(settings, aws)
     records = [make_record(i) for i in range(20_000)]
     publish(settings, aws, records)
@@ -169,9 +170,9 @@ def test_sigkill_between_put_and_checkpoint_then_restart_matches_a_clean_run(
 
 
 def test_reset_to_trim_horizon_rewrites_nothing_new(
-    aws_settings: Settings, aws: AwsClients
+    kinesis_backend: Settings, aws: AwsClients
 ) -> None:
-    settings = aws_settings.with_overrides(**FAST)
+    settings = kinesis_backend.with_overrides(**FAST)
     provision(settings, aws)
     records = [make_record(i) for i in range(5_000)]
     publish(settings, aws, records)

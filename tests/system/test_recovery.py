@@ -1,9 +1,11 @@
-"""Recovery operations against moto over HTTP: replay, archive rebuild, status, checkpoint reset."""
+"""Recovery operations against moto over HTTP: replay, archive rebuild, status, checkpoint reset;
+replay, status and checkpoint reset on kinesis-mock's Kinesis too (``kinesis_backend``)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from core.aws import AwsClients
 from core.metrics import Counters, Metrics
 from core.settings import Settings
 from crypto_live.provision import provision
-from tests.support.pipeline import make_record, publish, scan_all
+from tests.support.pipeline import endpoint_env, make_record, publish, scan_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -39,14 +41,12 @@ KEY_TIME = re.compile(r"year=(\d+)/month=(\d+)/day=(\d+)/hour=(\d+)/")
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `crypto-live ARGS` as an operator would, against the test endpoint."""
     env_settings = {
-        "AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+        **endpoint_env(settings),
         "KINESIS_STREAM_NAME": settings.kinesis_stream_name,
         "MAX_BATCH_TIMEOUT": str(settings.max_batch_timeout),
         "BATCH_GRACE_MS": str(settings.batch_grace_ms),
         "COLUMNS": "200",
     }
-    import os
-
     return subprocess.run(
         [sys.executable, "-m", "crypto_live.cli", *args],
         env={**os.environ, **env_settings},
@@ -109,10 +109,23 @@ def delete_all_items(aws: AwsClients, settings: Settings) -> None:
     assert tables(aws, settings) == ({}, {})
 
 
+Pipeline = tuple[Settings, list[dict[str, Any]]]
+
+
 @pytest.fixture
-def pipeline(aws_settings: Settings, aws: AwsClients) -> tuple[Settings, list[dict[str, Any]]]:
-    """Three bursts of records a few batch windows apart, consumed by both groups."""
-    settings = aws_settings.with_overrides(**FAST)
+def pipeline(aws_settings: Settings, aws: AwsClients) -> Pipeline:
+    """Three bursts of records a few batch windows apart, consumed by both groups (moto)."""
+    return _pipeline(aws_settings, aws)
+
+
+@pytest.fixture
+def backend_pipeline(kinesis_backend: Settings, aws: AwsClients) -> Pipeline:
+    """``pipeline`` on each Kinesis backend."""
+    return _pipeline(kinesis_backend, aws)
+
+
+def _pipeline(base: Settings, aws: AwsClients) -> Pipeline:
+    settings = base.with_overrides(**FAST)
     provision(settings, aws)
     records = [make_record(i) for i in range(3_000)]
     for burst in range(3):
@@ -124,9 +137,9 @@ def pipeline(aws_settings: Settings, aws: AwsClients) -> tuple[Settings, list[di
 
 
 def test_table_lost_replay_from_trim_horizon_restores_it(
-    pipeline: tuple[Settings, list[dict[str, Any]]], aws: AwsClients
+    backend_pipeline: Pipeline, aws: AwsClients
 ) -> None:
-    settings, _ = pipeline
+    settings, _ = backend_pipeline
     before = tables(aws, settings)
     delete_all_items(aws, settings)
 
@@ -143,9 +156,9 @@ def test_table_lost_replay_from_trim_horizon_restores_it(
 
 
 def test_replaying_a_window_of_s3_rewrites_byte_identical_objects(
-    pipeline: tuple[Settings, list[dict[str, Any]]], aws: AwsClients
+    backend_pipeline: Pipeline, aws: AwsClients
 ) -> None:
-    settings, _ = pipeline
+    settings, _ = backend_pipeline
     before = lake(aws, settings)
     assert len(before) >= 3
     # Lose the whole hour (every object), then re-drive that hour.
@@ -164,7 +177,7 @@ def test_replaying_a_window_of_s3_rewrites_byte_identical_objects(
 
 
 def test_replaying_a_middle_range_rewrites_only_those_objects(
-    pipeline: tuple[Settings, list[dict[str, Any]]], aws: AwsClients
+    pipeline: Pipeline, aws: AwsClients
 ) -> None:
     settings, _ = pipeline
     before = lake(aws, settings)
@@ -222,9 +235,7 @@ def _arrival(aws: AwsClients, settings: Settings, shard_id: str, sequence: str) 
     ]
 
 
-def test_rebuild_dynamodb_from_the_s3_archive(
-    pipeline: tuple[Settings, list[dict[str, Any]]], aws: AwsClients
-) -> None:
+def test_rebuild_dynamodb_from_the_s3_archive(pipeline: Pipeline, aws: AwsClients) -> None:
     settings, _ = pipeline
     before = tables(aws, settings)
     delete_all_items(aws, settings)
@@ -237,9 +248,9 @@ def test_rebuild_dynamodb_from_the_s3_archive(
 
 
 def test_status_shows_lag_while_stopped_and_zero_after_catching_up(
-    aws_settings: Settings, aws: AwsClients
+    kinesis_backend: Settings, aws: AwsClients
 ) -> None:
-    settings = aws_settings.with_overrides(**FAST)
+    settings = kinesis_backend.with_overrides(**FAST)
     provision(settings, aws)
     publish(settings, aws, [make_record(i) for i in range(1_000)])
     consume(settings, "dynamodb", lambda m: m.value(Counters.DYNAMODB_ITEMS_WRITTEN) >= 1_000)
@@ -272,9 +283,9 @@ def test_status_shows_lag_while_stopped_and_zero_after_catching_up(
 
 
 def test_checkpoint_reset_to_trim_horizon_replays_into_the_live_group(
-    aws_settings: Settings, aws: AwsClients
+    kinesis_backend: Settings, aws: AwsClients
 ) -> None:
-    settings = aws_settings.with_overrides(**FAST)
+    settings = kinesis_backend.with_overrides(**FAST)
     provision(settings, aws)
     publish(settings, aws, [make_record(i) for i in range(800)])
     consume(settings, "dynamodb", lambda m: m.value(Counters.DYNAMODB_ITEMS_WRITTEN) >= 800)

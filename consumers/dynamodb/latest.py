@@ -329,7 +329,10 @@ class LatestPump:
     async def _run(self) -> None:
         while (entries := self.book.take(self._take)) is not None:
             if not entries:
-                await self.book.until_work()
+                try:
+                    await self.book.until_work()
+                except Exception:  # noqa: BLE001 - the book failed or closed: its waiters raise it
+                    return
                 continue
             try:
                 refused = await self._writer.put_latest([entry.update for entry in entries])

@@ -26,7 +26,13 @@ from producer.aggregation import PutEntry, ShardAggregator, plan_requests
 from producer.kinesis import StreamWriter
 from producer.retry import PutResultMismatchError, permanent_failures, split_put_result
 from producer.shard_map import ShardMap
-from producer.undelivered import NOT_SENT, UNANSWERED, Undelivered, rejected_reason
+from producer.undelivered import (
+    NOT_SENT,
+    RETRIED_UNANSWERED,
+    UNANSWERED,
+    Undelivered,
+    rejected_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,10 @@ class Publisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_task: asyncio.Task[None] | None = None
         self._rejected: list[Undelivered] = []
+        # Entries of a request that failed without an answer (a timeout, a dropped connection):
+        # Kinesis may have stored them, so if they are still pending at the close deadline
+        # their dead letters say the outcome is unknown (redrive then looks before it re-puts).
+        self._maybe_stored: set[int] = set()
         self._on_rejected: Callable[[], None] = lambda: None
         self._progress = asyncio.Event()  # set whenever a request ends or a loop dies
         self._failure: BaseException | None = None
@@ -158,8 +168,13 @@ class Publisher:
             if task.cancelled():  # abandoned in flight: Kinesis may or may not have them
                 undelivered.extend(Undelivered(entry, UNANSWERED, True) for entry in entries)
         undelivered.extend(
-            Undelivered(entry, NOT_SENT) for queue in self._pending.values() for entry in queue
+            Undelivered(entry, RETRIED_UNANSWERED, True)
+            if id(entry) in self._maybe_stored
+            else Undelivered(entry, NOT_SENT)
+            for queue in self._pending.values()
+            for entry in queue
         )
+        self._maybe_stored.clear()
         self._pending.clear()
         self._pending_bytes = self._pending_records = 0
         self._aggregator = None
@@ -259,6 +274,7 @@ class Publisher:
         for entry in entries:
             self._pending_bytes -= entry.size
             self._pending_records -= entry.user_records
+            self._maybe_stored.discard(id(entry))
         if self._pending_bytes < self._max_pending_bytes:
             self._space.set()
 
@@ -351,6 +367,8 @@ class Publisher:
         except (ClientError, BotoCoreError) as err:
             failure = aws_error(err, "PutRecords")
             if failure.retriable:  # throttling, 5xx, timeouts, lost connections
+                if isinstance(err, BotoCoreError):  # no answer at all: it may have been stored
+                    self._maybe_stored.update(id(entry) for entry in entries)
                 self._retry(entries, shards, err)
             else:
                 self._reject(entries, _request_error(err))

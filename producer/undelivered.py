@@ -19,6 +19,10 @@ UNANSWERED: Final = (
     UNDELIVERED_PREFIX + "PutRecords unanswered at the shutdown deadline "
     "(outcome unknown: it may be in the stream too)"
 )
+RETRIED_UNANSWERED: Final = (
+    UNDELIVERED_PREFIX + "a PutRecords attempt went unanswered, then not put again before the "
+    "shutdown deadline (outcome unknown: it may be in the stream too)"
+)
 
 
 def rejected_reason(error: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from core.backoff import Backoff
 from core.dead_letters import DeadLetter, MemoryDeadLetterStore, parse_dead_letter_line
@@ -22,7 +22,14 @@ from producer.publisher import Publisher
 from producer.redrive import put_entries, sort_lines
 from producer.service import EXIT_LOCAL_DEAD_LETTERS, ProducerService
 from producer.shard_map import ShardMap
-from producer.undelivered import NOT_SENT, UNANSWERED, UNDELIVERED_PREFIX, Undelivered, entry_of
+from producer.undelivered import (
+    NOT_SENT,
+    RETRIED_UNANSWERED,
+    UNANSWERED,
+    UNDELIVERED_PREFIX,
+    Undelivered,
+    entry_of,
+)
 from schemas.codec import default_codec
 from tests.support.pipeline import make_record
 
@@ -75,6 +82,7 @@ class FakeWriter:
         self.calls = 0
         self.put: list[PutEntry] = []
         self.sent: list[PutEntry] = []
+        self.first_size = 0
         self._lock = threading.Lock()
 
     def list_shards(self) -> ShardMap:
@@ -85,6 +93,8 @@ class FakeWriter:
             self.calls += 1
             call = self.calls
             self.sent.extend(entries)
+            if call == 1:
+                self.first_size = len(entries)
         if self.hang:
             self.release.wait()
             raise ConnectionError("partition healed, request dropped")
@@ -135,6 +145,40 @@ def test_close_returns_on_its_deadline_with_unanswered_entries_as_unknown_outcom
     assert unknown and all(item.reason == UNANSWERED for item in unknown)
     assert {item.reason for item in undelivered if not item.outcome_unknown} == {NOT_SENT}
     assert writer.calls == 1
+
+
+def test_entries_of_an_attempt_that_timed_out_stay_outcome_unknown_when_not_put_again() -> None:
+    """A read timeout leaves a request's outcome unknown even though botocore gave up: if its
+    entries are still waiting at the deadline, their dead letters must say so (redrive then
+    looks them up in the stream instead of re-putting a possible duplicate)."""
+
+    def answer(call: int, entries: Sequence[PutEntry]) -> dict[str, Any]:
+        if call == 1:
+            raise ReadTimeoutError(endpoint_url="https://kinesis.example")
+        raise ClientError(  # then throttled for good: nothing is put again before the deadline
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+            "PutRecords",
+        )
+
+    writer = FakeWriter(answer)
+
+    async def scenario() -> list[Undelivered]:
+        publisher = Publisher(writer, Metrics("t"), max_bytes=2048, max_in_flight=1, backoff=FAST)
+        await publisher.start()
+        for key, data in records(200):
+            await publisher.add(key, data)
+        await until(lambda: writer.calls >= 3)
+        return await publisher.close(0.05)
+
+    undelivered = asyncio.run(scenario())
+    timed_out = {id(entry) for entry in writer.sent[: writer.first_size]}  # the first request
+    assert user_records(undelivered) == 200
+    for item in undelivered:
+        if id(item.entry) in timed_out:
+            assert item.outcome_unknown and item.reason in (RETRIED_UNANSWERED, UNANSWERED)
+        if item.reason == NOT_SENT:
+            assert not item.outcome_unknown and id(item.entry) not in timed_out
+    assert any(item.reason == RETRIED_UNANSWERED for item in undelivered)
 
 
 def test_undelivered_dead_letter_keeps_the_whole_entry() -> None:

@@ -113,6 +113,7 @@ class ProducerService:
         self._queue: asyncio.Queue[tuple[Any, int]] = asyncio.Queue(queue_size)
         # Dead letters waiting for S3, bounded: at the bound, producing waits (backpressure).
         self._dead_buffer: list[DeadLetter] = []
+        self._dead_names: dict[int, str] = {}  # id(first letter) -> name of its unknown put
         self._dead_bytes = 0  # buffered plus being written
         self._dead_max_bytes = dead_letter_max_bytes
         self._dead_space = asyncio.Event()
@@ -338,19 +339,22 @@ class ProducerService:
         (its letters stay buffered for the next try)."""
         while self._dead_buffer:
             batch, self._dead_buffer = _split_kind(self._dead_buffer)
-            name = None
-            if batch[0].put_entry is not None:  # undelivered records: objects of their own
-                name = f"undelivered-{batch[0].received_at}-{uuid.uuid4().hex[:12]}"
+            # A put whose outcome we never learn (cancelled at shutdown, or timed out) may
+            # have landed: its letters are tried again under the same name, so the object is
+            # overwritten (by a superset: the batch starts with the same letters), not doubled.
+            name = self._dead_names.pop(id(batch[0]), None) or _object_name(batch[0])
             try:
                 key = await self._dead_pool.run(
                     self._dead_letters.put, DEAD_LETTER_SOURCE, batch, name
                 )
             except asyncio.CancelledError:
                 self._dead_buffer = batch + self._dead_buffer  # outcome unknown: keep them
+                self._dead_names[id(batch[0])] = name
                 raise
             except Exception as err:  # noqa: BLE001 - whatever failed, keep them and retry later
                 log.error("dead letters not written, will retry: %s", err)
                 self._dead_buffer = batch + self._dead_buffer
+                self._dead_names[id(batch[0])] = name
                 return False
             self._dead_bytes -= sum(len(letter.raw) for letter in batch)
             if self._dead_bytes < self._dead_max_bytes:
@@ -358,6 +362,12 @@ class ProducerService:
             self._metrics.inc(Counters.DEAD_LETTERS, len(batch))
             log.info("wrote %d dead letters to %s", len(batch), key)
         return True
+
+
+def _object_name(first: DeadLetter) -> str:
+    """A new dead-letter object's name; undelivered records go to objects of their own."""
+    kind = "undelivered-" if first.put_entry is not None else ""
+    return f"{kind}{first.received_at}-{uuid.uuid4().hex[:12]}"
 
 
 def _split_kind(letters: list[DeadLetter]) -> tuple[list[DeadLetter], list[DeadLetter]]:

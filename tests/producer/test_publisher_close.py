@@ -147,38 +147,41 @@ def test_close_returns_on_its_deadline_with_unanswered_entries_as_unknown_outcom
     assert writer.calls == 1
 
 
+class SlowBackoff(Backoff):
+    """Every retry waits a minute: what failed stays queued past a short close deadline."""
+
+    def delay(self, attempt: int, rand: Callable[[], float] = lambda: 1.0) -> float:
+        return 60.0
+
+
 def test_entries_of_an_attempt_that_timed_out_stay_outcome_unknown_when_not_put_again() -> None:
     """A read timeout leaves a request's outcome unknown even though botocore gave up: if its
     entries are still waiting at the deadline, their dead letters must say so (redrive then
     looks them up in the stream instead of re-putting a possible duplicate)."""
 
     def answer(call: int, entries: Sequence[PutEntry]) -> dict[str, Any]:
-        if call == 1:
-            raise ReadTimeoutError(endpoint_url="https://kinesis.example")
-        raise ClientError(  # then throttled for good: nothing is put again before the deadline
-            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-            "PutRecords",
-        )
+        raise ReadTimeoutError(endpoint_url="https://kinesis.example")
 
     writer = FakeWriter(answer)
 
     async def scenario() -> list[Undelivered]:
-        publisher = Publisher(writer, Metrics("t"), max_bytes=2048, max_in_flight=1, backoff=FAST)
+        publisher = Publisher(
+            writer, Metrics("t"), max_bytes=2048, max_in_flight=1, backoff=SlowBackoff()
+        )
         await publisher.start()
         for key, data in records(200):
             await publisher.add(key, data)
-        await until(lambda: writer.calls >= 3)
-        return await publisher.close(0.05)
+        await until(lambda: writer.calls >= 1)
+        return await publisher.close(0.2)
 
     undelivered = asyncio.run(scenario())
-    timed_out = {id(entry) for entry in writer.sent[: writer.first_size]}  # the first request
+    timed_out = {id(entry) for entry in writer.sent}  # the one request, backed off for 60 s
+    assert writer.calls == 1 and timed_out
     assert user_records(undelivered) == 200
-    for item in undelivered:
-        if id(item.entry) in timed_out:
-            assert item.outcome_unknown and item.reason in (RETRIED_UNANSWERED, UNANSWERED)
-        if item.reason == NOT_SENT:
-            assert not item.outcome_unknown and id(item.entry) not in timed_out
-    assert any(item.reason == RETRIED_UNANSWERED for item in undelivered)
+    unknown = {id(item.entry) for item in undelivered if item.outcome_unknown}
+    assert unknown == timed_out
+    assert {item.reason for item in undelivered if item.outcome_unknown} == {RETRIED_UNANSWERED}
+    assert {item.reason for item in undelivered if not item.outcome_unknown} == {NOT_SENT}
 
 
 def test_undelivered_dead_letter_keeps_the_whole_entry() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from core.aws import AwsClients
+from core.aws_errors import error_code
 from core.errors import CryptoLiveError
 from core.settings import Settings
 
@@ -65,10 +66,6 @@ def provision(settings: Settings, clients: AwsClients, timeout: float = 60.0) ->
     return report
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
 _MISSING = frozenset({"ResourceNotFoundException", "NoSuchBucket", "404", "NotFound"})
 
 
@@ -77,7 +74,7 @@ def _exists(describe: Callable[[], object]) -> bool:
     try:
         describe()
     except ClientError as err:
-        if _code(err) in _MISSING:
+        if error_code(err) in _MISSING:
             return False
         raise ProvisionError(f"cannot check for an existing resource: {err}") from err
     return True
@@ -95,7 +92,7 @@ def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
             kinesis.create_stream(StreamName=name, ShardCount=settings.kinesis_shard_count)
             created = True
         except ClientError as err:
-            if _code(err) != "ResourceInUseException":
+            if error_code(err) != "ResourceInUseException":
                 raise ProvisionError(f"cannot create stream {name}: {err}") from err
     deadline = time.monotonic() + timeout
     while True:
@@ -119,7 +116,7 @@ def _table(clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: 
             AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
         )
     except ClientError as err:
-        if _code(err) != "ResourceInUseException":
+        if error_code(err) != "ResourceInUseException":
             raise ProvisionError(f"cannot create table {name}: {err}") from err
         return False
     dynamodb.get_waiter("table_exists").wait(
@@ -143,7 +140,7 @@ def _bucket(settings: Settings, clients: AwsClients) -> bool:
     try:
         s3.create_bucket(**params)
     except ClientError as err:
-        if _code(err) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if error_code(err) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             return False
         raise ProvisionError(f"cannot create bucket {settings.s3_bucket}: {err}") from err
     return True
@@ -159,7 +156,7 @@ def _secret(settings: Settings, clients: AwsClients) -> bool:
             SecretString=json.dumps({"streams": list(DEFAULT_STREAMS)}),
         )
     except ClientError as err:
-        if _code(err) == "ResourceExistsException":
+        if error_code(err) == "ResourceExistsException":
             return False
         raise ProvisionError(
             f"cannot create secret {settings.binance_websocket_secret}: {err}"

@@ -48,10 +48,15 @@ class WorkerConfig:
 
     @property
     def give_up_seconds(self) -> float:
-        """Silence after which an owner gives a lease up: checked at each renewal tick, so in
-        effect at the second missed renewal (2/3 of failover), a third of failover_seconds
-        before any other worker can see the lease expired."""
-        return 1.5 * self.renew_seconds
+        """Silence after which an owner gives a lease up. Another worker takes a lease over
+        once it saw the counter unchanged for failover_seconds, counted from a read that came
+        after the owner's last renewal; giving up at 0.8 of that (checked every quarter renew
+        interval, so by 0.89) keeps a margin, and rides out one or two slow renewals."""
+        return 0.8 * self.failover_seconds
+
+    @property
+    def renewal_check_seconds(self) -> float:
+        return self.renew_seconds / 4
 
 
 @dataclass
@@ -130,28 +135,36 @@ class Worker:
         see it expired, so a worker cut off from the lease table stops reading in time."""
         loop = asyncio.get_running_loop()
         running: dict[str, asyncio.Task[None]] = {}
+        started: dict[str, float] = {}  # when each lease's current or last renewal began
+        every = self._config.renew_seconds
         try:
             while not stop.is_set():
+                now = loop.time()
                 for shard_id in set(running) - set(self._owned):
                     running.pop(shard_id).cancel()
+                for shard_id in set(started) - set(self._owned):
+                    del started[shard_id]
                 for shard_id, owned in list(self._owned.items()):
                     handle = owned.handle
                     task = running.get(shard_id)
+                    due = now - started.get(shard_id, -every) >= every
                     if task is not None and task.done():
                         del running[shard_id]
                         _renewal_result(handle, task)
-                    elif task is not None:
+                    elif task is not None and due:
                         log.warning("renewal of %s still waiting for the lease table", shard_id)
-                    if shard_id not in running and not handle.lost:
+                        started[shard_id] = now  # warn once per renew interval
+                    if shard_id not in running and not handle.lost and due:
                         running[shard_id] = asyncio.create_task(handle.renew())
-                    silent = loop.time() - handle.renewed_at
+                        started[shard_id] = now
+                    silent = now - handle.renewed_at
                     if not handle.lost and silent >= self._config.give_up_seconds:
                         handle.lost = True
                         log.warning(
                             "lease %s not renewed for %.1fs: giving it up", shard_id, silent
                         )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._config.renew_seconds)
+                    await asyncio.wait_for(stop.wait(), timeout=self._config.renewal_check_seconds)
             if running:
                 await asyncio.wait(running.values())  # the caller bounds this wait
         finally:

@@ -32,7 +32,6 @@ DEAD_LETTERS: Final = "dead-letters"  # dead-letter PutObject, producer and cons
 LEASE_CALLS: Final = "lease-calls"  # lease table reads, takes, renewals, checkpoints
 SHARD_READS: Final = "shard-reads"  # GetShardIterator, GetRecords, ListShards
 SINK_WRITES: Final = "sink-writes"  # DynamoDB and S3 sink writes
-CONSUMER_IO: Final = "consumer-io"  # anything else the consumers block on
 
 POOL_SIZES: Final[dict[str, int]] = {
     PRODUCER_PUTS: 6,
@@ -40,7 +39,6 @@ POOL_SIZES: Final[dict[str, int]] = {
     LEASE_CALLS: 16,
     SHARD_READS: 32,
     SINK_WRITES: 16,
-    CONSUMER_IO: 64,
 }
 
 
@@ -140,12 +138,6 @@ def shared_pool(purpose: str) -> DaemonThreadPool:
 async def run_in(purpose: str, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Await ``fn(*args, **kwargs)`` on the shared pool of ``purpose``."""
     return await shared_pool(purpose).run(fn, *args, **kwargs)
-
-
-async def in_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``asyncio.to_thread`` on the consumers' general daemon pool (CONSUMER_IO); cancelling the
-    await abandons the call. Prefer ``run_in`` with the call's purpose."""
-    return await shared_pool(CONSUMER_IO).run(fn, *args, **kwargs)
 
 
 class StopSignal:

@@ -13,7 +13,6 @@ from core.threads import (
     POOL_SIZES,
     SINK_WRITES,
     DaemonThreadPool,
-    in_thread,
     run_in,
     shared_pool,
 )
@@ -69,14 +68,14 @@ def test_sequential_calls_reuse_one_thread() -> None:
     pool.shutdown()
 
 
-def test_in_thread_returns_raises_and_can_be_abandoned() -> None:
+def test_run_in_returns_raises_and_can_be_abandoned() -> None:
     async def main() -> None:
-        assert await in_thread(lambda a, b: a + b, 1, b=2) == 3
+        assert await run_in(SINK_WRITES, lambda a, b: a + b, 1, b=2) == 3
         with pytest.raises(ValueError, match="bad"):
-            await in_thread(_raise)
+            await run_in(SINK_WRITES, _raise)
         never = threading.Event()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(in_thread(never.wait, 5), timeout=0.1)
+            await asyncio.wait_for(run_in(SINK_WRITES, never.wait, 5), timeout=0.1)
         never.set()
 
     asyncio.run(main())

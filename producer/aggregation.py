@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
-
-from aws_kinesis_agg.aggregator import AggRecord, RecordAggregator
 
 from core.errors import CryptoLiveError
 from producer.shard_map import ShardMap
@@ -20,9 +19,10 @@ MAX_REQUEST_RECORDS: Final = 500
 MAX_REQUEST_BYTES: Final = 5 * 1024 * 1024
 # KPL magic header (4 bytes) + MD5 digest (16 bytes) around the protobuf body.
 _AGG_OVERHEAD: Final = 4 + 16
-# Upper bound of all framing around one record's key and data in an aggregate (varints of a
-# <=1 KiB key and <1 MiB data); below it the exact check in fits_empty_aggregate is skipped.
-_MAX_FRAMING: Final = _AGG_OVERHEAD + (1 + 2) + (1 + 3) + (3 + 3)
+KPL_MAGIC: Final = b"\xf3\x89\x9a\xc2"
+# Below these no exact check is needed: a key of <= 256 characters is at most 1 KiB of UTF-8.
+_QUICK_LIMIT: Final = MAX_RECORD_BYTES - MAX_PARTITION_KEY_BYTES
+_PREFIX_CACHE: Final = 4096
 
 
 class RecordTooLargeError(CryptoLiveError):
@@ -56,10 +56,32 @@ class PutEntry:
         return request
 
 
-class ShardAggregator:
-    """Aggregates user records per shard so each aggregate lands whole in its shard."""
+class _Aggregate:
+    """One shard's KPL aggregate being filled: its key table and its records, already framed
+    as protobuf fields, so closing it is one join and one MD5 (no per-record size books)."""
 
-    __slots__ = ("_aggregate", "_aggregators", "_buffered", "_map", "_max_bytes")
+    __slots__ = ("count", "first_key", "key_index", "keys", "records", "size")
+
+    def __init__(self) -> None:
+        self.first_key = ""
+        self.key_index: dict[str, int] = {}
+        self.keys: list[bytes] = []  # the partition key table's fields
+        self.records: list[bytes] = []  # each record's framing, then its data
+        self.count = 0
+        self.size = _AGG_OVERHEAD  # bytes of the finished aggregate: magic + body + digest
+
+
+class ShardAggregator:
+    """Aggregates user records per shard so each aggregate lands whole in its shard.
+
+    Writes the KPL aggregated-record format itself (aws-kinesis-agg's deaggregator reads it:
+    tests/producer/test_kpl_format.py): magic, the protobuf ``AggregatedRecord`` (partition
+    key table, then records with a key index and the data; no explicit hash keys), MD5. The
+    aggregate's own partition key is its first record's, which hashes into its shard. Sizes
+    are exact, so an aggregate never tops ``max_bytes``.
+    """
+
+    __slots__ = ("_aggregate", "_aggregates", "_buffered", "_map", "_max_bytes", "_prefixes")
 
     def __init__(
         self, shard_map: ShardMap, max_bytes: int = DEFAULT_MAX_BYTES, aggregate: bool = True
@@ -70,8 +92,11 @@ class ShardAggregator:
         self._map = shard_map
         self._max_bytes = max_bytes
         self._aggregate = aggregate
-        self._aggregators: dict[str, RecordAggregator] = {}
+        self._aggregates: dict[str, _Aggregate] = {}
         self._buffered = 0
+        # (data length, key index) -> the record's framing before its data: key index and
+        # data length repeat, so the framing is built once.
+        self._prefixes: dict[int, bytes] = {}
 
     @property
     def buffered_records(self) -> int:
@@ -85,54 +110,96 @@ class ShardAggregator:
 
     def add(self, partition_key: str, data: bytes) -> list[PutEntry]:
         """Add one user record; return the aggregates of its shard that became full."""
-        key_bytes = len(partition_key.encode())
-        _check_record(partition_key, key_bytes, data)
+        if not 0 < len(partition_key) <= MAX_PARTITION_KEY_CHARS or len(data) > _QUICK_LIMIT:
+            _check_record(partition_key, len(partition_key.encode()), data)
         shard_id = self._map.shard_for(partition_key)
         if not self._aggregate:
             return [PutEntry(shard_id, partition_key, data, None, 1)]
-        aggregator = self._aggregators.get(shard_id)
-        if aggregator is None:
-            aggregator = self._aggregators[shard_id] = RecordAggregator(max_size=self._max_bytes)
-        data_bytes = len(data)
-        if key_bytes + data_bytes + _MAX_FRAMING > self._max_bytes and not fits_empty_aggregate(
-            key_bytes, data_bytes, self._max_bytes
-        ):
-            # The library would drop this record; send it raw, after what is buffered for its
-            # shard so per-key order holds.
-            out = self._drain(shard_id, aggregator)
+        current = self._aggregates.get(shard_id)
+        if current is None:
+            current = self._aggregates[shard_id] = _Aggregate()
+        index = current.key_index.get(partition_key)
+        if index is None:
+            return self._add_slow(shard_id, current, partition_key, data)
+        prefix = self._prefixes.get(len(data) << 32 | index)
+        if prefix is None:
+            prefix = self._prefix(len(data), index)
+        size = current.size + len(prefix) + len(data)
+        if size > self._max_bytes:
+            return self._add_slow(shard_id, current, partition_key, data)
+        current.size = size
+        current.records += (prefix, data)
+        current.count += 1
+        self._buffered += 1
+        return []
+
+    def _add_slow(
+        self, shard_id: str, current: _Aggregate, partition_key: str, data: bytes
+    ) -> list[PutEntry]:
+        """Add a record whose key is new to its aggregate, or that may not fit it."""
+        key = partition_key.encode()
+        if not fits_empty_aggregate(len(key), len(data), self._max_bytes):
+            # Too big for any aggregate: send it raw, after what is buffered for its shard,
+            # so per-key order holds.
+            out = self._drain(shard_id)
             out.append(PutEntry(shard_id, partition_key, data, None, 1))
             return out
-        full = aggregator.add_user_record(partition_key, data)
+        out = []
+        for _ in range(2):  # into the current aggregate, or else into a fresh one
+            known = current.key_index.get(partition_key)
+            key_field = b"" if known is not None else b"\x0a" + _varint(len(key)) + key
+            index = len(current.key_index) if known is None else known
+            prefix = self._prefix(len(data), index)
+            size = current.size + len(key_field) + len(prefix) + len(data)
+            if size <= self._max_bytes:
+                break
+            out = self._drain(shard_id)
+            current = self._aggregates[shard_id] = _Aggregate()
+        if key_field:
+            if not current.key_index:
+                current.first_key = partition_key
+            current.key_index[partition_key] = index
+            current.keys.append(key_field)
+        current.size = size
+        current.records += (prefix, data)
+        current.count += 1
         self._buffered += 1
-        if full is None:
-            return []
-        return [self._entry(shard_id, full)]
+        return out
+
+    def _prefix(self, data_bytes: int, index: int) -> bytes:
+        """A record field's framing up to its data: tag, length, key index, data tag, length."""
+        inner = b"\x08" + _varint(index) + b"\x1a" + _varint(data_bytes)
+        prefix = b"\x1a" + _varint(len(inner) + data_bytes) + inner
+        if len(self._prefixes) >= _PREFIX_CACHE:
+            self._prefixes.clear()
+        self._prefixes[data_bytes << 32 | index] = prefix
+        return prefix
 
     def flush(self) -> list[PutEntry]:
         """Return every partially filled aggregate and empty the buffers."""
         out: list[PutEntry] = []
-        for shard_id, aggregator in self._aggregators.items():
-            out.extend(self._drain(shard_id, aggregator))
+        for shard_id in list(self._aggregates):
+            out.extend(self._drain(shard_id))
         return out
 
     def replace_map(self, new_map: ShardMap) -> list[PutEntry]:
         """Flush everything aggregated under the old map, then route by new_map (on reshard)."""
         out = self.flush()
         self._map = new_map
-        self._aggregators = {}
+        self._aggregates = {}
         return out
 
-    def _drain(self, shard_id: str, aggregator: RecordAggregator) -> list[PutEntry]:
+    def _drain(self, shard_id: str) -> list[PutEntry]:
         """Take the shard's partial aggregate, if any, as a list of zero or one entry."""
-        record = aggregator.clear_and_get()
-        return [] if record is None else [self._entry(shard_id, record)]
-
-    def _entry(self, shard_id: str, record: AggRecord) -> PutEntry:
-        """Turn a finished AggRecord into a PutEntry and update the buffered count."""
-        count = record.get_num_user_records()
+        current = self._aggregates.pop(shard_id, None)
+        if current is None or not current.count:
+            return []
+        count = current.count
         self._buffered -= count
-        partition_key, explicit_hash_key, data = record.get_contents()
-        return PutEntry(shard_id, partition_key, data, explicit_hash_key or None, count)
+        # Field 1 (the key table) before field 3 (the records), as protobuf serialises them.
+        body = b"".join(current.keys + current.records)
+        data = b"".join((KPL_MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
+        return [PutEntry(shard_id, current.first_key, data, None, count)]
 
 
 def fits_empty_aggregate(key_bytes: int, data_bytes: int, max_bytes: int) -> bool:
@@ -178,6 +245,16 @@ def _check_record(partition_key: str, key_bytes: int, data: bytes) -> None:
             f"record of {len(data)} data bytes with key {partition_key!r} exceeds"
             f" {MAX_RECORD_BYTES} bytes"
         )
+
+
+def _varint(value: int) -> bytes:
+    """A non-negative value as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _varint_size(value: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -86,6 +86,92 @@ def register(schema: Mapping[str, Any]) -> RegisteredSchema:
     return RegisteredSchema(str(parsed["name"]), schema_fingerprint(parsed), parsed)
 
 
+# Record writer compiled for a flat record of these primitive types (see compile_writer).
+_FAST_TYPES: Final = frozenset({"string", "bytes", "long", "int", "boolean"})
+_RANGES: Final = {"long": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1)}
+_LOW14: Final = 0x3FFF
+# Varints of 0..16383 (one or two bytes), and 14-bit groups with both continuation bits set.
+_VARINTS: Final = tuple(
+    bytes([n & 0x7F | 0x80, n >> 7]) if n > 0x7F else bytes([n]) for n in range(16384)
+)
+_GROUPS: Final = tuple(bytes([n & 0x7F | 0x80, n >> 7 | 0x80]) for n in range(16384))
+
+
+def _long(value: int) -> bytes:
+    """An Avro long: zig-zag, then a little-endian base-128 varint, 14 bits per table lookup."""
+    n = (value << 1) ^ (value >> 63)
+    if n < 1 << 14:
+        return _VARINTS[n]
+    if n < 1 << 28:
+        return _GROUPS[n & _LOW14] + _VARINTS[n >> 14]
+    if n < 1 << 42:
+        return _GROUPS[n & _LOW14] + _GROUPS[n >> 14 & _LOW14] + _VARINTS[n >> 28]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Avro lengths are zig-zag longs: the varint of 2n; 0..8191 from the table, longer -> fastavro.
+_LENGTHS: Final = tuple(_VARINTS[2 * n] for n in range(8192))
+
+Writer = Callable[[Mapping[str, Any]], "bytes | None"]
+
+
+def compile_writer(parsed: Any, header: bytes) -> Writer | None:
+    """A function writing ``header`` + the Avro body of a record, byte-identical to fastavro's
+    schemaless_writer, for a record schema of string, bytes, long, int and boolean fields
+    (else None). It returns None for a record it does not take (a value not exactly of its
+    field's Python type or out of range, a missing field, a string of 8 KiB or more), so the
+    caller falls back to fastavro and keeps fastavro's defaults, coercions and errors."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    fields = parsed["fields"]
+    if not all(isinstance(f["type"], str) and f["type"] in _FAST_TYPES for f in fields):
+        return None
+    # Generated once per schema: one straight-line function, no per-field dispatch.
+    reads, checks, encodes, parts = [], [], [], ["_header"]
+    for i, field in enumerate(fields):
+        kind, value = field["type"], f"v{i}"
+        reads.append(f"        {value} = record[{field['name']!r}]")
+        if kind == "string":
+            checks.append(f"type({value}) is not str")
+            encodes.append(f"    b{i} = {value}.encode()")
+            parts += [f"_LENGTHS[len(b{i})]", f"b{i}"]
+        elif kind == "bytes":
+            checks.append(f"type({value}) is not bytes")
+            parts += [f"_LENGTHS[len({value})]", value]
+        elif kind == "boolean":
+            checks.append(f"type({value}) is not bool")
+            parts.append(f"(b'\\x01' if {value} else b'\\x00')")
+        else:
+            low, high = _RANGES[kind]
+            checks.append(f"type({value}) is not int or not {low} <= {value} <= {high}")
+            parts.append(f"_long({value})")
+    source = "\n".join(
+        [
+            "def write(record):",
+            "    try:",
+            *reads,
+            "    except (KeyError, TypeError):",
+            "        return None",
+            f"    if {' or '.join(checks)}:",
+            "        return None",
+            *encodes,
+            "    try:",
+            f"        return b''.join(({', '.join(parts)},))",
+            "    except IndexError:",
+            "        return None",
+        ]
+    )
+    namespace: dict[str, Any] = {"_header": header, "_LENGTHS": _LENGTHS, "_long": _long}
+    exec(compile(source, f"<avro writer {parsed['name']}>", "exec"), namespace)  # noqa: S102
+    writer: Writer = namespace["write"]
+    return writer
+
+
 class SingleObjectCodec:
     """Encodes with one writer schema; decodes any registered writer into the reader schema."""
 
@@ -94,6 +180,7 @@ class SingleObjectCodec:
         self._writer = registry.by_name(writer)
         self._header = MAGIC + self._writer.fingerprint
         self._buffer = io.BytesIO()
+        self._compiled = compile_writer(self._writer.parsed, self._header)
 
     @property
     def writer(self) -> RegisteredSchema:
@@ -101,13 +188,24 @@ class SingleObjectCodec:
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """One record as single-object bytes."""
+        if self._compiled is not None:
+            try:
+                data = self._compiled(record)
+            except UnicodeEncodeError:
+                data = None  # fastavro raises it, as an EncodeError
+            if data is not None:
+                return data
+        return self.encode_with_fastavro(record)
+
+    def encode_with_fastavro(self, record: Mapping[str, Any]) -> bytes:
+        """:meth:`encode` through fastavro's writer (the reference the compiled one matches)."""
         buf = self._buffer
         buf.seek(0)
         buf.truncate()
         buf.write(self._header)
         try:
             fastavro.schemaless_writer(buf, self._writer.parsed, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as err:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
             raise EncodeError(f"record does not match {self._writer.name}: {err}") from err
         return buf.getvalue()
 

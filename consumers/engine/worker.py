@@ -284,12 +284,22 @@ class Worker:
                 await self._executors.leases(self._release, owned.handle)
 
     def _release(self, handle: LeaseHandle) -> None:
+        lease = handle.lease
         try:
-            self._store.release(handle.lease)
+            try:
+                self._store.release(lease)
+            except LeaseLostError:
+                # A renewal abandoned in flight (cancelled once its reader ended) may still
+                # have bumped the counter: still ours, release that version; else it is gone.
+                current = next(
+                    (x for x in self._store.list_leases() if x.shard_id == lease.shard_id), None
+                )
+                if current is not None and current.owner == lease.owner == self.worker_id:
+                    self._store.release(current)
         except LeaseLostError:
             pass
         except AwsError as err:
-            log.warning("could not release lease %s: %s", handle.lease.shard_id, err)
+            log.warning("could not release lease %s: %s", lease.shard_id, err)
 
     async def _shutdown(self, stopping: asyncio.Event, renewal: asyncio.Task[None]) -> None:
         # Readers stop first (their last checkpoints need the leases still renewed).

@@ -16,7 +16,7 @@ import pytest
 from consumers.engine.executors import EngineExecutors, InlineRunner
 from consumers.engine.leases import SHARD_END, Lease, MemoryLeaseStore
 from consumers.engine.memory_kinesis import MemoryKinesis, unavailable
-from consumers.engine.shard_reader import ReaderConfig
+from consumers.engine.shard_reader import LeaseHandle, ReaderConfig
 from consumers.engine.worker import Worker, WorkerConfig
 from core.backoff import Backoff
 from core.errors import AwsError
@@ -345,3 +345,23 @@ def test_shutdown_releases_every_lease_even_with_a_renewal_in_flight(stop_at: fl
     c = run(scenario)
     assert {lease.owner for lease in c.store.list_leases()} == {None}
     assert c.sink.writes == dict.fromkeys(range(100), 1)
+
+
+def test_release_after_a_renewal_applied_behind_the_handles_back_still_frees_the_lease() -> None:
+    """A renewal cancelled once its reader ended (SHARD_END) may still bump the counter in the
+    table; the release then re-reads the lease and frees it if it is still ours."""
+    kinesis, store = MemoryKinesis(1), MemoryLeaseStore()
+    worker = make_worker("w1", kinesis, store, MemorySink())
+    store.create("shardId-000000000000", (), SHARD_END)
+    (lease,) = store.list_leases()
+    handle = LeaseHandle(store.take(lease, "w1"), store)
+    store.renew(handle.lease, None)  # applied in the table; the handle never saw the answer
+    worker._release(handle)
+    assert [(x.owner, x.finished) for x in store.list_leases()] == [(None, True)]
+    # Taken by another worker meanwhile: the release leaves it alone.
+    (lease,) = store.list_leases()
+    stale = LeaseHandle(store.take(lease, "w1"), store)
+    (lease,) = store.list_leases()
+    store.take(lease, "w2")
+    worker._release(stale)
+    assert [x.owner for x in store.list_leases()] == ["w2"]

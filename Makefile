@@ -9,7 +9,7 @@ UP_STAMP := $(VENV)/.installed-up-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 SOURCE ?= binance
 
-.PHONY: up test check lint types bench clean compose-validator chromium kinesis-local lock dashboard lake
+.PHONY: up test check lint types bench bench-peer clean compose-validator chromium kinesis-local lock dashboard lake
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.producer_ws
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.peer
+	$(BIN)/python -m bench.report
+
+# Our producer against async-kinesis (pinned, installed into .cache/peer-venv by bench.peer).
+bench-peer: $(STAMP)
+	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.report
 
 clean:

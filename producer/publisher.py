@@ -220,8 +220,10 @@ class Publisher:
         assert self._aggregator is not None, "Publisher.start() not awaited"
         if self._oldest_buffered is None:
             self._oldest_buffered = self._clock()
-        self._enqueue(self._aggregator.add(partition_key, data))
-        self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)
+        entries = self._aggregator.add(partition_key, data)
+        if entries:  # the gauge moves per aggregate, not per record (and on every response)
+            self._enqueue(entries)
+            self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)
 
     @property
     def buffered_records(self) -> int:

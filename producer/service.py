@@ -39,6 +39,9 @@ FINAL_FLUSH_SECONDS = 3.0
 # Exit codes (README, Operations): some records only in S3 dead letters (run `redrive`); some
 # dead letters only in a local file (S3 was unreachable too); some dead letters lost.
 EXIT_UNDELIVERED, EXIT_LOCAL_DEAD_LETTERS, EXIT_DEAD_LETTERS_LOST = 1, 3, 4
+# Hot-path counters reach the metrics every this many messages or records, and at once
+# whenever the encoder has caught up (and in summary()).
+METRICS_BATCH = 256
 
 
 class MessageSource(Protocol):
@@ -126,6 +129,8 @@ class ProducerService:
         self._dead_flush_seconds = dead_letter_flush_seconds
         self._shutdown_timeout = shutdown_timeout
         self._undelivered = 0
+        self._received = 0  # messages not yet added to MESSAGES_RECEIVED (see _count_hot)
+        self._valid = 0  # valid records not yet added to RECORDS_VALID
         self._local = 0
         self._lost = 0
         self._local_file: str | None = None
@@ -233,6 +238,7 @@ class ProducerService:
         log.critical("%d dead letters LOST: neither S3 nor a local file took them", self._lost)
 
     def summary(self) -> ProducerSummary:
+        self._count_hot()
         value = self._metrics.value
         return ProducerSummary(
             messages=int(value(Counters.MESSAGES_RECEIVED)),
@@ -249,19 +255,37 @@ class ProducerService:
         )
 
     async def _read(self, stop: asyncio.Event) -> None:
-        async for message in self._source.messages(stop):
-            self._metrics.inc(Counters.MESSAGES_RECEIVED)
-            self._health.beat("source")
-            await self._queue.put((message, _now_us()))
-            self._metrics.set(Gauges.QUEUE_DEPTH, self._queue.qsize())
+        try:
+            async for message in self._source.messages(stop):
+                self._health.beat("source")
+                await self._queue.put((message, _now_us()))
+                self._received += 1
+                if self._received >= METRICS_BATCH:
+                    self._count_hot()
+                    self._metrics.set(Gauges.QUEUE_DEPTH, self._queue.qsize())
+        finally:
+            self._count_hot()
 
     async def _encode(self) -> None:
         while True:
+            if self._queue.empty():  # caught up: the counters are exact while idle
+                self._count_hot()
+                self._metrics.set(Gauges.QUEUE_DEPTH, 0)
             message, received_at = await self._queue.get()
             try:
                 await self._encode_one(message, received_at)
             finally:
                 self._queue.task_done()
+
+    def _count_hot(self) -> None:
+        """Add the messages and records counted since the last call to their metrics (batched:
+        a counter's increment costs about as much as validating a record)."""
+        if self._received:
+            self._metrics.inc(Counters.MESSAGES_RECEIVED, self._received)
+            self._received = 0
+        if self._valid:
+            self._metrics.inc(Counters.RECORDS_VALID, self._valid)
+            self._valid = 0
 
     async def _encode_one(self, message: Any, received_at: int) -> None:
         parsed = message.parsed if isinstance(message, WireMessage) else message
@@ -275,7 +299,9 @@ class ProducerService:
             except (EncodeError, RecordTooLargeError) as err:
                 await self._reject(json.dumps(record).encode(), str(err), received_at)
                 continue
-            self._metrics.inc(Counters.RECORDS_VALID)
+            self._valid += 1
+            if self._valid >= METRICS_BATCH:
+                self._count_hot()
 
     async def _reject(self, raw: bytes, reason: str, received_at: int) -> None:
         log.warning("rejected message: %s", reason, extra={"reason": reason})

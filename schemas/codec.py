@@ -106,6 +106,9 @@ def _long(value: int) -> bytes:
         return _GROUPS[n & _LOW14] + _VARINTS[n >> 14]
     if n < 1 << 42:
         return _GROUPS[n & _LOW14] + _GROUPS[n >> 14 & _LOW14] + _VARINTS[n >> 28]
+    if n < 1 << 56:  # epoch microseconds are here
+        groups = (_GROUPS[n & _LOW14], _GROUPS[n >> 14 & _LOW14], _GROUPS[n >> 28 & _LOW14])
+        return b"".join((*groups, _VARINTS[n >> 42]))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

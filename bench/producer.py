@@ -7,11 +7,12 @@ a table and saves its README "Performance" rows (bench.report); `--quick` for a 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bench.common import bench_parser, frames, machine, moto_server, save_results
+from bench.common import bench_parser, frames, load_average, machine, moto_server, save_results
 from core.aws import AwsClients
 from core.dead_letters import MemoryDeadLetterStore
 from core.metrics import Counters, Metrics
@@ -67,6 +68,48 @@ def bench_pure(messages: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_steps(messages: int, repeats: int = 3) -> dict[str, float]:
+    """Client CPU µs per record of each pure step (best of ``repeats``, steps interleaved)."""
+    texts = frames(messages)
+    codec = default_codec()
+    parsed = [tolerant_json_loads(text) for text in texts]
+    records = [validate_message(m.parsed, 0)[0][0] for m in parsed if isinstance(m, WireMessage)]
+    data = [codec.encode(record) for record in records]
+
+    def parse() -> None:
+        for text in texts:
+            tolerant_json_loads(text)
+
+    def validate() -> None:
+        for message in parsed:
+            validate_message(message.parsed, 0)  # type: ignore[union-attr]
+
+    def encode() -> None:
+        for record in records:
+            codec.encode(record)
+
+    def aggregate() -> None:
+        aggregator = ShardAggregator(even_map(4))
+        for record, payload in zip(records, data, strict=True):
+            aggregator.add(record["symbol"], payload)
+        aggregator.flush()
+
+    steps = {"JSON parse": parse, "validation": validate, "Avro encode": encode}
+    steps["KPL aggregation"] = aggregate
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(repeats):
+        for name, step in steps.items():
+            started = _cpu()
+            step()
+            best[name] = min(best[name], (_cpu() - started) / len(texts) * 1e6)
+    return best
+
+
 class ListSource:
     """Pre-parsed frames, so the end-to-end figure measures our pipeline, not a socket."""
 
@@ -98,19 +141,20 @@ async def bench_e2e(endpoint: str, aggregate: bool, records: int) -> dict[str, f
         metrics,
     )
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu()
     running = asyncio.create_task(service.run(stop))
     while metrics.value(Counters.RECORDS_PUT) < records:
         await asyncio.sleep(0.01)
         if running.done():
             running.result()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu_started
     stop.set()
     await running
     clients.kinesis.delete_stream(StreamName=settings.kinesis_stream_name)
     clients.close()
     return {
         "records_per_s": records / elapsed,
+        "cpu_us_per_record": cpu / records * 1e6,
         "kinesis_records": metrics.value(Counters.KINESIS_RECORDS_PUT),
         "requests": metrics.value(Counters.PUT_REQUESTS),
         "bytes": metrics.value(Counters.KINESIS_BYTES_PUT),
@@ -121,7 +165,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = bench_parser(__doc__).parse_args(argv)
     messages = QUICK_PURE_MESSAGES if args.quick else PURE_MESSAGES
     records = QUICK_E2E_RECORDS if args.quick else E2E_RECORDS
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {load_average()}")
+    steps = bench_steps(messages)
+    print("client CPU per record by step (pure, best of 3):")
+    for name, micros in steps.items():
+        print(f"  {name:<16}{micros:>6.2f} us")
     pure = bench_pure(messages)
     print(
         f"pure validate+encode+aggregate: {pure:,.0f} records/s on one core "
@@ -131,11 +179,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         agg = asyncio.run(bench_e2e(endpoint, aggregate=True, records=records))
         raw = asyncio.run(bench_e2e(endpoint, aggregate=False, records=records))
     print(f"\nend to end into embedded Kinesis (moto server), {records:,} records, 4 shards")
-    print(f"{'mode':<14}{'records/s':>12}{'Kinesis recs':>14}{'requests':>10}{'bytes/rec':>11}")
+    print(
+        f"{'mode':<14}{'records/s':>12}{'CPU us/rec':>11}{'Kinesis recs':>14}{'requests':>10}"
+        f"{'bytes/rec':>11}"
+    )
     for name, row in (("aggregated", agg), ("unaggregated", raw)):
         print(
-            f"{name:<14}{row['records_per_s']:>12,.0f}{row['kinesis_records']:>14,.0f}"
-            f"{row['requests']:>10,.0f}{row['bytes'] / records:>11,.1f}"
+            f"{name:<14}{row['records_per_s']:>12,.0f}{row['cpu_us_per_record']:>11.1f}"
+            f"{row['kinesis_records']:>14,.0f}{row['requests']:>10,.0f}"
+            f"{row['bytes'] / records:>11,.1f}"
         )
     speedup = agg["records_per_s"] / raw["records_per_s"]
     fewer = raw["kinesis_records"] / agg["kinesis_records"]
@@ -149,8 +201,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{pure:,.0f} records/s (target {PURE_TARGET:,})",
             ),
             (
+                "producer client CPU per record by step (pure, best of 3)",
+                ", ".join(f"{name} {micros:.1f} us" for name, micros in steps.items()),
+            ),
+            (
                 "producer end to end into Kinesis, aggregated",
-                f"{agg['records_per_s']:,.0f} records/s, {agg['kinesis_records']:,.0f} Kinesis "
+                f"{agg['records_per_s']:,.0f} records/s at {agg['cpu_us_per_record']:.1f} us "
+                f"client CPU per record (frame parsed to PutRecords), "
+                f"{agg['kinesis_records']:,.0f} Kinesis "
                 f"records and {agg['requests']:,.0f} requests for {records:,} records",
             ),
             (

@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             (
                 "producer end to end into Kinesis, aggregated",
                 f"{agg['records_per_s']:,.0f} records/s at {agg['cpu_us_per_record']:.1f} us "
-                f"client CPU per record (frame parsed to PutRecords), "
+                f"client CPU per record (from the parsed frame to PutRecords), "
                 f"{agg['kinesis_records']:,.0f} Kinesis "
                 f"records and {agg['requests']:,.0f} requests for {records:,} records",
             ),

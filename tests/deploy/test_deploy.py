@@ -400,7 +400,7 @@ def test_template_creates_what_the_services_expect(template: dict[str, Any]) -> 
         for r in _resources(template, "AWS::DynamoDB::Table").values()
     }
     leases = {lease_table_name(load_settings(consumer_app_name=None), kind) for kind in KINDS}
-    data = {_default("dynamo_table_name"), _default("dynamo_latest_table_name")}
+    data = {_default("dynamo_table_name"), _default("dynamo_latest_table_name"), ORDERS_TABLE}
     assert set(tables) == data | leases
     for name, table in tables.items():
         assert table["BillingMode"] == "PAY_PER_REQUEST", name
@@ -423,17 +423,24 @@ def test_template_creates_what_the_services_expect(template: dict[str, Any]) -> 
     assert template["Parameters"]["BinanceStreams"]["Default"].split(",") == list(DEFAULT_STREAMS)
 
     commands = {}
+    served = {
+        service["Properties"]["TaskDefinition"]["Ref"]
+        for service in _resources(template, "AWS::ECS::Service").values()
+    }
     for name, task in _resources(template, "AWS::ECS::TaskDefinition").items():
         (container,) = task["Properties"]["ContainerDefinitions"]
-        commands[tuple(container["Command"])] = name
-        assert "/healthz" in " ".join(container["HealthCheck"]["Command"]), name
+        commands[json.dumps(container["Command"])] = name
+        if name in served:  # long-running services; the scheduled jobs exit when done
+            assert "/healthz" in " ".join(container["HealthCheck"]["Command"]), name
         assert container["StopTimeout"] == 30, name
         assert container["LogConfiguration"]["LogDriver"] == "awslogs", name
         env = {item["Name"]: item["Value"] for item in container["Environment"]}
         if container["Command"][0] == "consume":
             kind = container["Command"][1]
             assert env["CONSUMER_APP_NAME"] == app_name(load_settings(), kind), name
-    assert set(commands) == {("producer",), ("consume", "dynamodb"), ("consume", "s3")}
+    expected = [("producer",), ("consume", "dynamodb"), ("consume", "s3")]
+    expected += SCHEDULED_COMMANDS.values()
+    assert set(commands) == {json.dumps(list(command)) for command in expected}
     assert len(_resources(template, "AWS::ECS::Service")) == 3
     scaled = {
         target["Properties"]["ResourceId"]["Fn::Sub"].rsplit("${", 1)[1].split(".")[0]
@@ -445,7 +452,12 @@ def test_template_creates_what_the_services_expect(template: dict[str, Any]) -> 
 # IAM: every Allow statement of every role. A resource must be a stack resource's ARN: GetAtt
 # X.Arn, Ref of a type whose Ref is its ARN, or a Sub starting with one of those followed by
 # nothing or a "/path". Anything else needs a documented entry here.
-REF_IS_ARN = {"AWS::SecretsManager::Secret", "AWS::SNS::Topic", "AWS::IAM::ManagedPolicy"}
+REF_IS_ARN = {
+    "AWS::SecretsManager::Secret",
+    "AWS::SNS::Topic",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::ECS::TaskDefinition",  # the ARN of the revision the stack made
+}
 ECR_REPOSITORY = {
     "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:"
     "repository/${EcrRepositoryName}"
@@ -555,13 +567,19 @@ def test_iam_policies_have_no_wildcards_and_stay_inside_the_stack(
     roles = _resources(template, "AWS::IAM::Role")
     for name, role in roles.items():
         (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-        assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}, name
+        service = (
+            "scheduler.amazonaws.com" if name == "SchedulerRole" else "ecs-tasks.amazonaws.com"
+        )
+        assert trust["Principal"] == {"Service": service}, name
         assert trust["Action"] == "sts:AssumeRole", name
+        assert trust["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        }
     task_roles = {
         task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
         for task in _resources(template, "AWS::ECS::TaskDefinition").values()
     }
-    assert len(task_roles) == 3  # one role per service
+    assert len(task_roles) == 5  # one role per service, one for the lake jobs, one for orders
 
 
 def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any]) -> None:
@@ -596,6 +614,86 @@ def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any])
         ("s3:PutObject", f"Bucket/{jsonl}/*"),
         ("s3:PutObject", f"Bucket/errors/{s3_app}/*"),
     }
+
+
+def test_scheduled_jobs_roles_reach_only_their_own_resources(template: dict[str, Any]) -> None:
+    outputs = ("parquet", "candles_1m", "reports", "meta/manifests")
+    jsonl = _default("s3_jsonl_dir_path")
+    assert _grants(template, "LakeTaskRole") == {
+        ("s3:ListBucket", "Bucket"),
+        *{("s3:GetObject", f"Bucket/{prefix}/*") for prefix in (jsonl, *outputs)},
+        *{(f"s3:{verb}Object", f"Bucket/{p}/*") for p in outputs for verb in ("Put", "Delete")},
+    }
+    assert _grants(template, "OrdersTaskRole") == {
+        ("secretsmanager:GetSecretValue", "BinanceApiSecret"),
+        ("dynamodb:BatchWriteItem", "OrdersTable"),
+        ("dynamodb:PutItem", "OrdersTable"),
+        ("s3:ListBucket", "Bucket"),
+        ("s3:GetObject", "Bucket/orders/*"),
+        ("s3:PutObject", "Bucket/orders/*"),
+    }
+    scheduled = {task for _, task in SCHEDULES.values()}
+    assert _grants(template, "SchedulerRole") == {
+        *{("ecs:RunTask", name) for name in scheduled},
+        *{("iam:PassRole", role) for role in ("ExecutionRole", "LakeTaskRole", "OrdersTaskRole")},
+    }
+    conditions = {
+        _as_list(statement["Action"])[0]: statement.get("Condition")
+        for role, statement in policy_statements(template)
+        if role == "SchedulerRole"
+    }
+    assert conditions == {
+        "ecs:RunTask": {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["Cluster", "Arn"]}}},
+        "iam:PassRole": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+    }
+
+
+# schedule -> (expression, task definition); commands of those task definitions
+SCHEDULES = {
+    "LakeCompactSchedule": ("cron(5 * * * ? *)", "LakeCompactTaskDefinition"),
+    "LakeCandlesSchedule": ("cron(20 * * * ? *)", "LakeCandlesTaskDefinition"),
+    "LakeReportSchedule": ("cron(45 0 * * ? *)", "LakeReportTaskDefinition"),
+    "OrdersSnapshotSchedule": ("rate(15 minutes)", "OrdersSnapshotTaskDefinition"),
+}
+SCHEDULED_COMMANDS: dict[str, tuple[Any, ...]] = {
+    "LakeCompactTaskDefinition": ("lake", "compact", "--no-progress"),
+    "LakeCandlesTaskDefinition": ("lake", "candles", "--no-progress"),
+    "LakeReportTaskDefinition": ("lake", "report", "--no-progress"),
+    "OrdersSnapshotTaskDefinition": (
+        "orders", "snapshot", "--symbol", {"Ref": "OrdersSymbol"}, "--minutes", "15"
+    ),
+}  # fmt: skip
+ORDERS_TABLE = "crypto-live-orders"
+
+
+def test_jobs_run_on_schedules_as_tasks_of_the_stack(template: dict[str, Any]) -> None:
+    schedules = _resources(template, "AWS::Scheduler::Schedule")
+    assert set(schedules) == set(SCHEDULES)
+    services = next(iter(_resources(template, "AWS::ECS::Service").values()))
+    network = services["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    tasks = template["Resources"]
+    for name, schedule in schedules.items():
+        props = schedule["Properties"]
+        expression, task = SCHEDULES[name]
+        assert props["ScheduleExpression"] == expression, name
+        assert props["ScheduleExpressionTimezone"] == "UTC", name
+        target = props["Target"]
+        assert target["Arn"] == {"Fn::GetAtt": ["Cluster", "Arn"]}, name
+        assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}, name
+        ecs = target["EcsParameters"]
+        assert ecs["TaskDefinitionArn"] == {"Ref": task}, name
+        assert ecs["LaunchType"] == "FARGATE" and ecs["TaskCount"] == 1, name
+        assert ecs["NetworkConfiguration"]["AwsvpcConfiguration"] == network, name
+        assert "Input" not in target  # the command is the task definition's own
+        (container,) = tasks[task]["Properties"]["ContainerDefinitions"]
+        assert tuple(container["Command"]) == SCHEDULED_COMMANDS[task], name
+        assert container["Image"] == {"Ref": "ImageUri"}, name  # the services' image
+        env = {item["Name"]: item["Value"] for item in container["Environment"]}
+        assert env["S3_BUCKET"] == {"Ref": "Bucket"}, name
+    # Each job looks back further than the gap between two runs, so a missed run is caught up.
+    from crypto_live.commands.lake import DEFAULT_HOURS
+
+    assert DEFAULT_HOURS >= 24
 
 
 def _plant(template: dict[str, Any], role: str, statement: dict[str, Any]) -> dict[str, Any]:

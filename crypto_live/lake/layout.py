@@ -18,10 +18,12 @@ HOURS_PER_DAY: Final = 24
 PARQUET_PREFIX: Final = "parquet"
 CANDLES_PREFIX: Final = "candles_1m"
 REPORTS_PREFIX: Final = "reports"
+ORDERS_PREFIX: Final = "orders"
 MANIFEST_PREFIX: Final = "meta/manifests"
 
 # Partition values end up in keys: only what Binance symbols and stream kinds look like.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_]+$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def hour_of_ms(epoch_ms: int) -> int:
@@ -126,9 +128,20 @@ def candles_key(symbol: str, hour: int) -> str:
 
 
 def report_keys(day: date) -> tuple[str, str]:
-    """(CSV key, Parquet key) of one day's report."""
-    base = f"{REPORTS_PREFIX}/date={day.isoformat()}/daily-report-{day.isoformat()}"
-    return f"{base}.csv", f"{base}.parquet"
+    """(CSV key, Parquet key) of one day's report. The two formats never share a folder:
+    Athena reads every object under a table's location as the table's format."""
+    name = f"date={day.isoformat()}/daily-report-{day.isoformat()}"
+    return f"{REPORTS_PREFIX}/csv/{name}.csv", f"{REPORTS_PREFIX}/parquet/{name}.parquet"
+
+
+def orders_keys(symbol: str, day: date, name: str) -> tuple[str, str]:
+    """(CSV key, Parquet key) of an orders snapshot file ``name`` of ``symbol`` on ``day``:
+    ``orders/{csv,parquet}/symbol=S/date=D/name.{csv,parquet}`` (the Athena ``orders`` table
+    reads the Parquet folder)."""
+    if not _SAFE_NAME.match(name):
+        raise LakeError(f"refusing file name {name!r} in the lake")
+    folder = f"symbol={_safe('symbol', symbol)}/date={day.isoformat()}/{name}"
+    return f"{ORDERS_PREFIX}/csv/{folder}.csv", f"{ORDERS_PREFIX}/parquet/{folder}.parquet"
 
 
 def manifest_key(job: str, day: date) -> str:

@@ -191,8 +191,8 @@ def test_output_keys() -> None:
     )
     assert candles_key("BTCUSDT", H) == "candles_1m/symbol=BTCUSDT/date=2026-11-18/part-11.parquet"
     assert report_keys(date(2026, 11, 18)) == (
-        "reports/date=2026-11-18/daily-report-2026-11-18.csv",
-        "reports/date=2026-11-18/daily-report-2026-11-18.parquet",
+        "reports/csv/date=2026-11-18/daily-report-2026-11-18.csv",
+        "reports/parquet/date=2026-11-18/daily-report-2026-11-18.parquet",
     )
     assert (
         manifest_key("compact", date(2026, 11, 18)) == "meta/manifests/compact/date=2026-11-18.json"

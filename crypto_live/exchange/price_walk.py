@@ -12,6 +12,8 @@ __all__ = [
     "MiniTickerPayload",
     "format_amount",
     "generate_symbols",
+    "known_price",
+    "tick_size",
 ]
 
 
@@ -74,12 +76,19 @@ def generate_symbols(count: int) -> list[str]:
     return names
 
 
+def known_price(symbol: str) -> Decimal | None:
+    """The plausible starting price of a well-known pair, or None for a generated symbol."""
+    price = dict(_MAJORS).get(symbol)
+    return None if price is None else Decimal(price)
+
+
 def format_amount(value: Decimal) -> str:
     """Format like Binance: fixed point, exactly eight decimals, never scientific notation."""
     return format(value.quantize(_EIGHT_DP), "f")
 
 
-def _tick_size(price: Decimal) -> Decimal:
+def tick_size(price: Decimal) -> Decimal:
+    """The PRICE_FILTER tick of a symbol priced ``price``."""
     # Roughly six significant digits, like Binance's PRICE_FILTER, clamped to [1e-8, 0.01].
     exponent = min(max(price.adjusted() - 5, -8), -2)
     return Decimal(1).scaleb(exponent)
@@ -135,7 +144,7 @@ class MarketSimulator:
             open_ = Decimal(rng.randint(1000, 9999)).scaleb(rng.randint(-6, 0))
         else:
             open_ = Decimal(known_price)
-        tick = _tick_size(open_)
+        tick = tick_size(open_)
         open_ = open_.quantize(tick)
         close = self._round_price(open_ * (1 + self._percent(-2, 2)), tick)
         high = max(self._round_price(open_ * (1 + self._percent(0, 3)), tick), open_, close)

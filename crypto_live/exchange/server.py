@@ -13,10 +13,12 @@ from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from core.errors import CryptoLiveError
+from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.price_walk import MarketSimulator
 from crypto_live.exchange.protocol import (
     ALL_MARKET_STREAM,
@@ -26,6 +28,8 @@ from crypto_live.exchange.protocol import (
     is_all_market_stream,
     parse_request_path,
 )
+from crypto_live.exchange.rest import API_PREFIX, DEFAULT_LISTED_MS, RestApi
+from crypto_live.exchange.trades import TradeModel
 
 __all__ = [
     "ALL_MARKET_STREAM",
@@ -85,8 +89,12 @@ class SimulatedExchange:
         slow_client_seconds: float = 5.0,
         max_connection_seconds: float | None = None,
         close_after_frames: int | None = None,
+        rest: RestApi | None = None,
+        weight_limit: int = 6_000,
     ) -> None:
-        """``max_connection_seconds``: end each connection with a close frame after this long,
+        """Plain HTTP GETs under /api/ are answered by ``rest`` (default: this market's symbols,
+        an account with one order a second per symbol since listing, ``weight_limit`` a minute).
+        ``max_connection_seconds``: end each connection with a close frame after this long,
         as Binance does after 24 h. ``close_after_frames``: close each one after that many
         data frames (a server that closes mid-stream, for tests and ``up --source sim``)."""
         if rate_hz <= 0:
@@ -101,6 +109,15 @@ class SimulatedExchange:
         self._backlog = max(4, math.ceil(rate_hz * slow_client_seconds))
         self.simulator = MarketSimulator(symbols, seed=seed)
         self._known_symbols = {symbol.lower() for symbol in self.simulator.symbols}
+        if rest is None:
+            model = TradeModel(seed or 0)
+            rest = RestApi(
+                self.simulator.symbols,
+                model,
+                SimulatedAccount(model, origin_ms=DEFAULT_LISTED_MS),
+                weight_limit=weight_limit,
+            )
+        self.rest = rest
         self._server: Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
@@ -119,6 +136,11 @@ class SimulatedExchange:
         port = self._server.sockets[0].getsockname()[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"ws://{host}:{port}/"
+
+    @property
+    def rest_url(self) -> str:
+        """python-binance's API_URL for this exchange, e.g. ``http://127.0.0.1:PORT/api``."""
+        return "http" + self.url.removeprefix("ws").rstrip("/") + API_PREFIX.rstrip("/")
 
     @property
     def client_count(self) -> int:
@@ -227,10 +249,21 @@ class SimulatedExchange:
         self._close(client, SLOW_CLIENT_CLOSE_CODE, "client too slow")
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.startswith(API_PREFIX):
+            return self._rest_response(connection, request)
         if parse_request_path(request.path) is None:
             logger.info("rejecting websocket request for %s", request.path)
             return connection.respond(HTTPStatus.NOT_FOUND, "Unknown stream path\n")
         return None
+
+    def _rest_response(self, connection: ServerConnection, request: Request) -> Response:
+        """A REST answer in place of the websocket handshake (the connection then closes)."""
+        answer = self.rest.handle(
+            request.path, str(connection.remote_address[0]), request.headers.get("X-MBX-APIKEY")
+        )
+        headers = Headers(answer.headers)
+        headers["Content-Length"] = str(len(answer.body))
+        return Response(answer.status, HTTPStatus(answer.status).phrase, headers, answer.body)
 
     def _subscription_of(self, connection: ServerConnection) -> Subscription:
         assert connection.request is not None  # the handler only runs after the handshake
@@ -368,9 +401,10 @@ async def serve_forever(
         close_after_frames=close_after_frames,
     ) as exchange:
         logger.info(
-            "simulated Binance exchange on %s (%d symbols at %.3g Hz; connections end after "
-            "%s s, %s frames)",
+            "simulated Binance exchange on %s, REST on %s (%d symbols at %.3g Hz; connections "
+            "end after %s s, %s frames)",
             exchange.url,
+            exchange.rest_url,
             symbols,
             rate_hz,
             f"{max_connection_seconds:g}" if max_connection_seconds else "unlimited",

@@ -249,7 +249,8 @@ class SimulatedExchange:
         self._close(client, SLOW_CLIENT_CLOSE_CODE, "client too slow")
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.startswith(API_PREFIX):
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if request.path.startswith(API_PREFIX) and not upgrade:
             return self._rest_response(connection, request)
         if parse_request_path(request.path) is None:
             logger.info("rejecting websocket request for %s", request.path)

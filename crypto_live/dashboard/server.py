@@ -1,12 +1,16 @@
 """The dashboard's HTTP server: the page, its script and style, and a small JSON API.
 
 ``GET /api/latest`` latest ticker per symbol, ``GET /api/history?symbol=BTCUSDT&minutes=60
-[&after=<epoch ms>]`` last prices of one symbol, ``GET /api/pipeline`` shard lag and records/s
-per consumer group, ``GET /healthz``. The page polls them every second; no external resources.
+[&after=<epoch ms>]`` last prices of one symbol, ``GET /api/candles?symbol=BTCUSDT&hours=3``
+its 1-minute candles, ``GET /api/pipeline`` shard lag and records/s per consumer group,
+``GET /healthz``. The page polls them every second and draws with plotly.js, served from the
+pinned ``plotly`` wheel (``/vendor/plotly.min.js``): no external resources.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import logging
 import threading
@@ -28,8 +32,11 @@ STATIC_FILES: Final = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+PLOTLY_PATH: Final = "/vendor/plotly.min.js"
 _SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
+    # plotly.js sets inline styles on the elements it draws; scripts stay 'self' only.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -37,6 +44,13 @@ _SECURITY_HEADERS: Final = {
 
 def _static(name: str) -> bytes:
     return (resources.files("crypto_live.dashboard") / "static" / name).read_bytes()
+
+
+@functools.cache
+def plotly_js() -> tuple[bytes, bytes]:
+    """plotly.min.js of the installed plotly wheel, plain and gzipped (read once)."""
+    body = (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+    return body, gzip.compress(body, compresslevel=6, mtime=0)
 
 
 class BadRequestError(ValueError):
@@ -65,6 +79,11 @@ def route_api(source: DashboardSource, path: str, query: dict[str, list[str]]) -
             raise BadRequestError("symbol must be like BTCUSDT")
         minutes = _int_param(query, "minutes", 60) or 60
         return source.history(symbol, minutes, _int_param(query, "after", None))
+    if path == "/api/candles":
+        symbol = (query.get("symbol") or [""])[0].upper()
+        if not SYMBOL_PATTERN.match(symbol):
+            raise BadRequestError("symbol must be like BTCUSDT")
+        return source.candles(symbol, _int_param(query, "hours", 3) or 3)
     raise KeyError(path)
 
 
@@ -77,6 +96,16 @@ def _handler(source: DashboardSource) -> type[BaseHTTPRequestHandler]:
             if url.path in STATIC_FILES:
                 name, content_type = STATIC_FILES[url.path]
                 self._send(HTTPStatus.OK, _static(name), content_type)
+            elif url.path == PLOTLY_PATH:
+                plain, packed = plotly_js()
+                gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+                self._send(
+                    HTTPStatus.OK,
+                    packed if gzipped else plain,
+                    "text/javascript; charset=utf-8",
+                    {"Content-Encoding": "gzip"} if gzipped else {},
+                    cache="public, max-age=86400",  # changes only with the pinned wheel
+                )
             elif url.path == "/healthz":
                 self._json(HTTPStatus.OK, {"status": "ok"})
             else:
@@ -97,12 +126,19 @@ def _handler(source: DashboardSource) -> type[BaseHTTPRequestHandler]:
             data = json.dumps(body, separators=(",", ":")).encode()
             self._send(status, data, "application/json")
 
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        def _send(
+            self,
+            status: HTTPStatus,
+            body: bytes,
+            content_type: str,
+            extra: dict[str, str] | None = None,
+            cache: str = "no-store",
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for name, value in _SECURITY_HEADERS.items():
+            self.send_header("Cache-Control", cache)
+            for name, value in {**_SECURITY_HEADERS, **(extra or {})}.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from core.settings import Settings
+from crypto_live.dashboard.candles import CandleBook
 from crypto_live.dashboard.views import (
     RateMeter,
+    candle_rows,
     group_view,
     history_points,
     stream_type,
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 CACHE_SECONDS: Final = 0.5
 SCRAPE_TIMEOUT: Final = 1.0
 MAX_HISTORY_MINUTES: Final = 24 * 60
+MAX_CANDLE_HOURS: Final = 24  # the history table's retention (RETENTION_TTL_DAYS, 1 by default)
 
 
 class _Cached:
@@ -86,6 +89,8 @@ class DashboardSource:
         self._meter = RateMeter()
         self._latest = _Cached(cache_seconds, self._read_latest)
         self._pipeline = _Cached(cache_seconds, self._read_pipeline)
+        self._books: dict[str, CandleBook] = {}
+        self._books_lock = threading.Lock()
 
     def latest(self) -> dict[str, Any]:
         return self._latest.get()
@@ -110,6 +115,28 @@ class DashboardSource:
             ProjectionExpression="event_time, close_price",
         )
         return {"now_ms": now_ms, "symbol": symbol, "points": history_points(items)}
+
+    def candles(self, symbol: str, hours: int) -> dict[str, Any]:
+        """1-minute candles of ``symbol`` over the last ``hours`` (1 to 24), oldest first."""
+        hours = min(max(hours, 1), MAX_CANDLE_HOURS)
+        now_ms = time.time_ns() // 1_000_000
+        with self._books_lock:
+            book = self._books.setdefault(symbol, CandleBook(symbol))
+
+        def read_since(since_ms: int) -> list[dict[str, Any]]:
+            return _query_all(
+                self._db,
+                TableName=self._settings.dynamo_table_name,
+                KeyConditionExpression="stream_type = :s AND iso_timestamp >= :since",
+                ExpressionAttributeValues={
+                    ":s": {"S": stream_type(symbol)},
+                    ":since": {"S": iso_timestamp(since_ms)},
+                },
+                ProjectionExpression="event_time, close_price, base_volume, quote_volume",
+            )
+
+        candles = book.refresh(read_since, now_ms - hours * 3_600_000, now_ms)
+        return {"now_ms": now_ms, "symbol": symbol, "hours": hours, "candles": candle_rows(candles)}
 
     def _read_latest(self) -> dict[str, Any]:
         items = _scan_all(self._db, TableName=self._settings.dynamo_latest_table_name)

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from crypto_live.lake.candles import Candle, Tick
+
 SYMBOL_PATTERN: Final = re.compile(r"^[A-Z0-9]{1,32}$")
 CONSUMED: Final = "crypto_live_records_consumed_total"
 PUT: Final = "crypto_live_records_put_total"
@@ -85,6 +87,36 @@ def history_points(items: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
         if raw_time is not None and raw_time.isdigit() and price is not None:
             points.append([int(raw_time), price])
     return sorted(points, key=lambda point: int(point[0]))
+
+
+def candle_ticks(items: Iterable[Mapping[str, Any]]) -> list[Tick]:
+    """History items as candle ticks, ascending by event time, one per millisecond."""
+    ticks: dict[int, Tick] = {}
+    for item in items:
+        raw_time = _text(item, "event_time")
+        price = _decimal(_text(item, "close_price"))
+        if raw_time is None or not raw_time.isdigit() or price is None:
+            continue
+        base = _decimal(_text(item, "base_volume")) or Decimal(0)
+        quote = _decimal(_text(item, "quote_volume")) or Decimal(0)
+        ticks[int(raw_time)] = Tick(int(raw_time), price, base, quote)
+    return [ticks[when] for when in sorted(ticks)]
+
+
+def candle_rows(candles: Iterable[Candle]) -> list[list[Any]]:
+    """``[[open_time_ms, "open", "high", "low", "close", updates, "base_volume"], ...]``."""
+    return [
+        [
+            c.open_time,
+            format(c.open, "f"),
+            format(c.high, "f"),
+            format(c.low, "f"),
+            format(c.close, "f"),
+            c.updates,
+            format(c.base_volume, "f"),
+        ]
+        for c in candles
+    ]
 
 
 def totals_by_service(exposition: str) -> dict[str, float]:

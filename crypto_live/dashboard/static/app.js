@@ -1,13 +1,15 @@
-// crypto-live dashboard: polls the JSON API every second and draws with plain DOM and canvas.
+// crypto-live dashboard: polls the JSON API every second; tables in plain DOM, the candlestick
+// chart with plotly.js (served by the dashboard from the pinned plotly wheel).
 "use strict";
 
 (function () {
   const REFRESH_MS = 1000;
-  const WINDOW_MS = 60 * 60 * 1000;
+  const CANDLE_HOURS = 3;
   const state = {
     symbol: decodeURIComponent(location.hash.slice(1)) || null,
-    points: [], // [[event_time_ms, "price"], ...] of the selected symbol, last hour
-    pointsSymbol: null,
+    // [[open_time_ms, "open", "high", "low", "close", updates, "base_volume"], ...]
+    candles: [],
+    candlesSymbol: null,
     busy: false,
     rows: new Map(), // symbol -> <tr>
   };
@@ -202,122 +204,84 @@
   function select(symbol) {
     if (symbol === state.symbol) return;
     state.symbol = symbol;
-    state.points = [];
-    state.pointsSymbol = null;
+    state.candles = [];
+    state.candlesSymbol = null;
     history.replaceState(null, "", "#" + encodeURIComponent(symbol));
     for (const [name, row] of state.rows) row.classList.toggle("selected", name === symbol);
     drawChart();
-    refreshHistory().catch(showError);
+    refreshCandles().catch(showError);
   }
 
-  async function refreshHistory() {
+  async function refreshCandles() {
     const symbol = state.symbol;
     if (!symbol) return;
-    const last = state.pointsSymbol === symbol && state.points.length
-      ? state.points[state.points.length - 1][0] : null;
-    const url = `/api/history?symbol=${encodeURIComponent(symbol)}&minutes=60`
-      + (last == null ? "" : `&after=${last}`);
+    const url = `/api/candles?symbol=${encodeURIComponent(symbol)}&hours=${CANDLE_HOURS}`;
     const data = await getJson(url);
     if (symbol !== state.symbol) return; // selection changed meanwhile
-    state.points = state.pointsSymbol === symbol ? state.points.concat(data.points) : data.points;
-    state.pointsSymbol = symbol;
-    const oldest = data.now_ms - WINDOW_MS;
-    while (state.points.length && state.points[0][0] < oldest) state.points.shift();
-    drawChart(data.now_ms);
+    state.candles = data.candles;
+    state.candlesSymbol = symbol;
+    drawChart();
   }
 
-  function niceTicks(min, max, count) {
-    const span = max - min || Math.abs(max) || 1;
-    const raw = span / count;
-    const power = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
-    const ticks = [];
-    for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(v);
-    return { ticks, step };
+  // "2026-11-23 03:24": plotly reads a date string without a zone as is, so the axis is UTC.
+  function utcMinute(ms) {
+    return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
   }
 
-  function drawChart(nowMs) {
-    const canvas = $("chart");
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(height * ratio);
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, width, height);
+  function chartColors() {
     const styles = getComputedStyle(document.documentElement);
-    const muted = styles.getPropertyValue("--muted").trim();
-    const line = styles.getPropertyValue("--line").trim();
-    const accent = styles.getPropertyValue("--accent").trim();
-    const points = state.pointsSymbol === state.symbol ? state.points : [];
-    $("chart-title").textContent = state.symbol ? `${state.symbol} price, last hour` : "Price, last hour";
-    canvas.dataset.symbol = state.symbol || "";
-    canvas.dataset.points = String(points.length);
-    ctx.font = "12px system-ui, sans-serif";
-    if (points.length < 2) {
-      ctx.fillStyle = muted;
-      ctx.fillText(state.symbol ? "waiting for prices…" : "waiting for tickers…", 16, 24);
-      return;
-    }
-    const values = points.map((p) => Number(p[1]));
-    let min = Math.min(...values);
-    let max = Math.max(...values);
-    if (min === max) { min -= Math.abs(min) * 0.001 || 1; max += Math.abs(max) * 0.001 || 1; }
-    const pad = (max - min) * 0.08;
-    min -= pad; max += pad;
-    // The last hour, or less while the history is shorter (at least a minute wide).
-    const end = Math.max(nowMs || 0, points[points.length - 1][0]);
-    const start = Math.max(end - WINDOW_MS, Math.min(points[0][0], end - 60 * 1000));
-    const span = end - start;
-    const left = 8, right = 96, top = 10, bottom = 24;
-    const plotW = width - left - right, plotH = height - top - bottom;
-    const x = (t) => left + ((t - start) / span) * plotW;
-    const y = (v) => top + (1 - (v - min) / (max - min)) * plotH;
+    const get = (name) => styles.getPropertyValue(name).trim();
+    return { muted: get("--muted"), line: get("--line"), text: get("--text"), up: get("--up"), down: get("--down") };
+  }
 
-    // Grid and labels: prices on the right, times below.
-    ctx.strokeStyle = line;
-    ctx.fillStyle = muted;
-    ctx.lineWidth = 1;
-    const { ticks, step } = niceTicks(min, max, 5);
-    const decimals = Math.max(0, Math.min(8, -Math.floor(Math.log10(step)) + 1));
-    for (const v of ticks) {
-      const yy = Math.round(y(v)) + 0.5;
-      ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(left + plotW, yy); ctx.stroke();
-      ctx.fillText(v.toFixed(decimals), left + plotW + 8, yy + 4);
+  // One candlestick trace: every minute is its own box and wick, so nothing ever joins the
+  // first candle to the last (the hand-drawn line chart's stray line cannot happen here).
+  function drawChart() {
+    const chart = $("chart");
+    const candles = state.candlesSymbol === state.symbol ? state.candles : [];
+    $("chart-title").textContent = state.symbol
+      ? `${state.symbol} 1-minute candles, last ${CANDLE_HOURS} h (UTC)` : "1-minute candles";
+    chart.dataset.symbol = state.symbol || "";
+    chart.dataset.candles = String(candles.length);
+    chart.dataset.last = candles.length ? JSON.stringify(candles[candles.length - 1]) : "";
+    let empty = chart.parentElement.querySelector(".chart-empty");
+    if (!candles.length) {
+      if (!empty) {
+        empty = document.createElement("p");
+        empty.className = "chart-empty";
+        chart.parentElement.append(empty);
+      }
+      empty.textContent = state.symbol ? "waiting for prices…" : "waiting for tickers…";
+    } else if (empty) {
+      empty.remove();
     }
-    const minute = 60 * 1000;
-    const every = [1, 2, 5, 10, 15].map((m) => m * minute).find((m) => span / m <= 8) || 15 * minute;
-    for (let t = Math.ceil(start / every) * every; t <= end; t += every) {
-      const xx = Math.round(x(t)) + 0.5;
-      ctx.beginPath(); ctx.moveTo(xx, top); ctx.lineTo(xx, top + plotH); ctx.stroke();
-      const label = new Date(t).toISOString().slice(11, 16);
-      ctx.fillText(label, xx - 14, height - 6);
-    }
-
-    // The price line, with the area under it lightly filled.
-    ctx.beginPath();
-    points.forEach((p, i) => {
-      const px = x(p[0]), py = y(Number(p[1]));
-      if (i === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-    });
-    ctx.strokeStyle = accent;
-    ctx.lineWidth = 1.6;
-    ctx.stroke();
-    ctx.lineTo(x(points[points.length - 1][0]), top + plotH);
-    ctx.lineTo(x(points[0][0]), top + plotH);
-    ctx.closePath();
-    ctx.fillStyle = "rgba(240, 185, 11, 0.08)";
-    ctx.fill();
-
-    // Last price tag.
-    const last = points[points.length - 1];
-    const ly = y(Number(last[1]));
-    ctx.fillStyle = accent;
-    ctx.beginPath(); ctx.arc(x(last[0]), ly, 3, 0, 2 * Math.PI); ctx.fill();
-    ctx.fillRect(left + plotW + 2, ly - 9, right - 4, 18);
-    ctx.fillStyle = "#0f1419";
-    ctx.fillText(formatPrice(last[1]).slice(0, 12), left + plotW + 6, ly + 4);
+    if (typeof Plotly === "undefined") return;
+    const colors = chartColors();
+    const trace = {
+      type: "candlestick",
+      name: state.symbol || "",
+      x: candles.map((c) => utcMinute(c[0])),
+      open: candles.map((c) => Number(c[1])),
+      high: candles.map((c) => Number(c[2])),
+      low: candles.map((c) => Number(c[3])),
+      close: candles.map((c) => Number(c[4])),
+      text: candles.map((c) => `${c[5]} updates`),
+      increasing: { line: { color: colors.up, width: 1 }, fillcolor: colors.up },
+      decreasing: { line: { color: colors.down, width: 1 }, fillcolor: colors.down },
+      whiskerwidth: 0,
+    };
+    const axis = { gridcolor: colors.line, linecolor: colors.line, zeroline: false, color: colors.muted };
+    const layout = {
+      uirevision: state.symbol, // keep the user's zoom while candles update
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+      font: { color: colors.text, size: 12 },
+      margin: { l: 10, r: 70, t: 8, b: 44 },
+      showlegend: false,
+      xaxis: { ...axis, type: "date", rangeslider: { visible: false } },
+      yaxis: { ...axis, side: "right", tickformat: "~r" },
+    };
+    Plotly.react(chart, [trace], layout, { displayModeBar: false, responsive: true });
   }
 
   function showError(err) {
@@ -333,7 +297,7 @@
       const [latest, pipeline] = await Promise.all([getJson("/api/latest"), getJson("/api/pipeline")]);
       renderTickers(latest);
       renderPipeline(pipeline);
-      await refreshHistory();
+      await refreshCandles();
       const status = $("status");
       status.classList.remove("error");
       status.textContent = "live · updated " + new Date(latest.now_ms).toISOString().slice(11, 19) + " UTC";
@@ -345,7 +309,6 @@
     }
   }
 
-  window.addEventListener("resize", () => drawChart());
   tick();
   setInterval(tick, REFRESH_MS);
 })();

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -28,15 +29,18 @@ from core.aws import AwsClients
 from core.health import Health, serve
 from core.metrics import Counters, Metrics
 from core.settings import Settings
-from crypto_live.dashboard.server import DashboardServer
+from crypto_live.dashboard.candles import CandleBook
+from crypto_live.dashboard.server import PLOTLY_PATH, DashboardServer, plotly_js
 from crypto_live.dashboard.source import DashboardSource
 from crypto_live.dashboard.views import (
     RateMeter,
+    candle_ticks,
     change_pct,
     ticker_rows,
     totals_by_service,
 )
 from crypto_live.exchange.server import SimulatedExchange
+from crypto_live.lake.candles import build_candles
 from crypto_live.provision import provision
 from producer.app import run_producer
 from schemas.record import iso_timestamp
@@ -85,6 +89,43 @@ def test_rates_from_metrics_scrapes() -> None:
     assert meter.update(13.0, {"p": 150}) == {"p": 10.0}
     assert meter.update(14.0, {"p": 5}) == {"p": None}  # restarted process: counter went back
     assert meter.update(15.0, {"p": 25}) == {"p": 20.0}
+
+
+def history_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records as the dashboard reads them back from the history table (low-level form)."""
+    return [
+        {
+            "event_time": {"N": str(r["event_time"])},
+            **{k: {"N": r[k]} for k in ("close_price", "base_volume", "quote_volume")},
+        }
+        for r in records
+    ]
+
+
+def test_candle_book_reads_only_what_can_change_and_equals_a_full_rebuild() -> None:
+    minute = 60_000
+    t0 = 1_795_392_000_000
+    records = [
+        {**ticker("BTCUSDT", t0 + i * 7_000, f"{100 + (i * 37) % 11}.5"), "base_volume": f"{i}"}
+        for i in range(200)  # 23 minutes, 8 or 9 updates each
+    ]
+    reads: list[int] = []
+
+    def read_since(since: int) -> list[dict[str, Any]]:
+        reads.append(since)
+        return history_items([r for r in records if since <= r["event_time"] <= clock])
+
+    book = CandleBook("BTCUSDT")
+    for clock in range(t0 + 30_000, t0 + 200 * 7_000, 45_000):  # a refresh every 45 s
+        got = book.refresh(read_since, clock - 3 * 3_600_000, clock)
+        full = build_candles("BTCUSDT", candle_ticks(read_since(0)))
+        reads.pop()
+        assert got == full, clock
+        # After the first, a refresh reads from the start of the minute before the current one.
+        if len(reads) > 1:
+            assert reads[-1] >= (clock // minute - 2) * minute
+    assert reads[0] == (t0 + 30_000 - 3 * 3_600_000) // minute * minute
+    assert len(got) == len({r["event_time"] // minute for r in records if r["event_time"] <= clock})
 
 
 # -- the API on DynamoDB ------------------------------------------------------------------------
@@ -169,7 +210,17 @@ def test_api_answers_from_dynamodb(aws_settings: Settings, aws: AwsClients) -> N
         with urllib.request.urlopen(base, timeout=10) as page:
             html = page.read().decode()
             assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
-        assert '<canvas id="chart"' in html and "/app.js" in html
+        assert '<div id="chart"' in html and "/app.js" in html and PLOTLY_PATH in html
+        request = urllib.request.Request(base + PLOTLY_PATH.lstrip("/"))
+        request.add_header("Accept-Encoding", "gzip")
+        with urllib.request.urlopen(request, timeout=10) as script:
+            assert script.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(script.read()) == plotly_js()[0]
+        status, candles = get_json(base + "api/candles?symbol=ETHUSDT&hours=3")
+        assert status == 200 and candles["hours"] == 3
+        closes = [c[4] for c in candles["candles"]]  # one update per minute at most here
+        assert closes[:2] == ["7300.50000000", "700.50000000"] and closes[-1] == "102.50000000"
+        assert get_json(base + "api/candles?symbol=ETH-USD")[0] == 400
 
 
 # -- the page in a real browser -----------------------------------------------------------------
@@ -254,15 +305,42 @@ def chromium(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
-ACCENT_PIXELS = """
-const canvas = document.getElementById('chart');
-const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-let n = 0;
-for (let i = 0; i < data.length; i += 4) {
-  if (data[i] > 200 && data[i + 1] > 150 && data[i + 2] < 80 && data[i + 3] > 200) n++;
-}
-return n;
+# The candlestick trace's boxes (plotly draws one path.box per candle) and the plot's width.
+CANDLE_BOXES = """
+const chart = document.getElementById('chart');
+const plot = chart.querySelector('.nsewdrag');
+const boxes = Array.from(chart.querySelectorAll('g.trace.boxes path.box')).map((p) => {
+  const box = p.getBBox();
+  return [box.x + box.width / 2, box.width, box.height];
+});
+return {plot_width: plot ? plot.getBBox().width : 0, boxes: boxes,
+        paths: chart.querySelectorAll('g.trace path').length};
 """
+SEEDED = "SEEDUSDT"
+SEEDED_MINUTES = 90
+
+
+def seed_history(settings: Settings, aws: AwsClients) -> list[dict[str, Any]]:
+    """SEEDED_MINUTES whole minutes of SEEDUSDT ending a minute ago, four updates each."""
+    minute = 60_000
+    first = (time.time_ns() // 1_000_000 // minute - SEEDED_MINUTES) * minute
+    records = [
+        ticker(SEEDED, first + m * minute + s * 1000, f"{100 + m + (s % 3)}.{s:02d}000000")
+        for m in range(SEEDED_MINUTES)
+        for s in (5, 20, 35, 50)
+    ]
+    writer = DynamoDbWriter(
+        aws.dynamodb,
+        settings.dynamo_table_name,
+        settings.dynamo_latest_table_name,
+        Metrics("consumer-dynamodb"),
+    )
+    try:
+        writer.write_history([history_item(r, 1) for r in records])
+        writer.update_latest(coalesce_latest(records))
+    finally:
+        writer.close()
+    return records
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
@@ -286,6 +364,7 @@ def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
 
     settings = aws_settings.with_overrides(**FAST)
     provision(settings, aws)
+    seed_history(settings, aws)
     symbols = 6
     with (
         Pipeline(settings, symbols) as pipeline,
@@ -303,30 +382,66 @@ def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
         chromium.get(dashboard.url)
         chromium.execute_script("window.__notReloaded = true;")
         rows = wait_for(
-            lambda: len(chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")) == symbols,
+            lambda: (
+                len(chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")) == symbols + 1
+            ),
             90,
             "the table to fill",
         )
         assert rows
         first = chromium.find_elements(By.CSS_SELECTOR, "#tickers tbody tr")[0]
         symbol = first.get_attribute("data-symbol")
-        canvas = chromium.find_element(By.ID, "chart")
-        wait_for(lambda: int(canvas.get_attribute("data-points")) >= 3, 60, "chart points")
-        assert canvas.get_attribute("data-symbol") == symbol
-        assert wait_for(lambda: chromium.execute_script(ACCENT_PIXELS) > 50, 10, "a line")
+        chart = chromium.find_element(By.ID, "chart")
+        wait_for(lambda: int(chart.get_attribute("data-candles")) >= 1, 60, "live candles")
+        assert chart.get_attribute("data-symbol") == symbol
+        wait_for(
+            lambda: (
+                len(chromium.execute_script(CANDLE_BOXES)["boxes"])
+                == int(chart.get_attribute("data-candles"))
+            ),
+            10,
+            "a box per live candle",
+        )
 
         # Updating every second, without reloading the page.
         def updates() -> int:
             return int(chromium.find_element(By.TAG_NAME, "body").get_attribute("data-updates"))
 
-        seen, points = updates(), int(canvas.get_attribute("data-points"))
+        seen, last = updates(), chart.get_attribute("data-last")
         started = time.monotonic()
         wait_for(lambda: updates() >= seen + 3, 15, "three more refreshes")
         assert time.monotonic() - started < 8  # about one a second
-        wait_for(lambda: int(canvas.get_attribute("data-points")) > points, 10, "new points")
+        wait_for(lambda: chart.get_attribute("data-last") != last, 10, "the live candle to move")
         assert chromium.execute_script("return window.__notReloaded === true;")
         price = first.find_elements(By.TAG_NAME, "td")[1].text
         assert Decimal(price.replace(",", "")) > 0
+
+        # The seeded symbol: exactly one candle per minute of its history, each its own box.
+        seeded = chromium.find_element(By.CSS_SELECTOR, f"#tickers tr[data-symbol={SEEDED}]")
+        seeded.click()
+        wait_for(
+            lambda: (
+                chart.get_attribute("data-symbol") == SEEDED
+                and int(chart.get_attribute("data-candles")) == SEEDED_MINUTES
+                and len(chromium.execute_script(CANDLE_BOXES)["boxes"]) == SEEDED_MINUTES
+            ),
+            20,
+            f"{SEEDED_MINUTES} candles of {SEEDED}",
+        )
+        drawn = chromium.execute_script(CANDLE_BOXES)
+        centres = [box[0] for box in drawn["boxes"]]
+        assert centres == sorted(centres) and len(set(centres)) == SEEDED_MINUTES
+        slot = drawn["plot_width"] / SEEDED_MINUTES
+        # Nothing spans the plot: no path of the chart is wider than one candle's slot.
+        assert max(box[1] for box in drawn["boxes"]) <= slot
+        assert all(box[2] > 0 for box in drawn["boxes"])  # open != close: a visible body
+        assert drawn["paths"] == SEEDED_MINUTES  # every path of the trace is one candle
+        widest = chromium.execute_script(
+            "return Math.max(...Array.from(document.querySelectorAll("
+            "'#chart g.trace path')).map((p) => p.getBBox().width));"
+        )
+        assert widest <= slot, (widest, slot)
+        chromium.save_screenshot(str(tmp_path / "candles.png"))
 
         # The pipeline panel: the DynamoDB group's shards and its records/s.
         shards = chromium.find_elements(By.CSS_SELECTOR, "[data-group=dynamodb] tr[data-shard]")
@@ -346,8 +461,8 @@ def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
         other.click()
         wait_for(
             lambda: (
-                canvas.get_attribute("data-symbol") == other_symbol
-                and int(canvas.get_attribute("data-points")) >= 3
+                chart.get_attribute("data-symbol") == other_symbol
+                and int(chart.get_attribute("data-candles")) >= 1
             ),
             20,
             "the chart of the clicked symbol",

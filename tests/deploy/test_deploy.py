@@ -626,7 +626,6 @@ def test_scheduled_jobs_roles_reach_only_their_own_resources(template: dict[str,
     }
     assert _grants(template, "OrdersTaskRole") == {
         ("secretsmanager:GetSecretValue", "BinanceApiSecret"),
-        ("dynamodb:BatchWriteItem", "OrdersTable"),
         ("dynamodb:PutItem", "OrdersTable"),
         ("s3:ListBucket", "Bucket"),
         ("s3:GetObject", "Bucket/orders/*"),

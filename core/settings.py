@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     binance_stream_url: str = DEFAULT_BINANCE_STREAM_URL
     testnet: StrictBool = False
     binance_api_key: SecretStr | None = None
+    # Signed REST calls (`orders snapshot`): Secrets Manager secret, JSON
+    # {"api_key": "...", "api_secret": "..."}; read into SecretStr, never logged.
+    binance_api_secret: str = Field(default="crypto-live.binance_api", min_length=1)  # a name
+    # python-binance's REST base (its API_URL), e.g. the simulated exchange's
+    # http://127.0.0.1:PORT/api; unset: Binance's (or its testnet's with TESTNET).
+    binance_api_url: str | None = None
     # Binance closes every connection after 24 h: open the next one before that, on purpose.
     binance_rotate_hours: float = Field(default=23.0, gt=0, le=24)
     # /healthz turns unhealthy once no websocket connection has been open for this long.
@@ -75,6 +81,7 @@ class Settings(BaseSettings):
 
     dynamo_table_name: str = "crypto-live-miniticker"
     dynamo_latest_table_name: str = "crypto-live-ticker-latest"
+    dynamo_orders_table_name: str = Field(default="crypto-live-orders", min_length=3)
     retention_ttl_days: int = Field(default=1, ge=1)
 
     s3_bucket: str = Field(default="crypto-live-bucket", min_length=3)
@@ -118,6 +125,8 @@ class Settings(BaseSettings):
     exchange_max_connection_seconds: float = Field(default=24 * 3600, gt=0)
     # Close each connection after this many frames (tests and `up --source sim`); 0 = never.
     exchange_close_after_frames: int = Field(default=0, ge=0)
+    # REST request weight one client may use per minute before 429 answers (Binance: 6000).
+    exchange_weight_limit: int = Field(default=6_000, ge=1)
 
     # Embedded AWS (moto server) used by `crypto-live up` when AWS_ENDPOINT_URL is unset.
     embedded_aws_port: int = Field(default=4566, ge=0, le=65535)

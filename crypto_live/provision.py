@@ -15,6 +15,7 @@ from core.aws import AwsClients
 from core.aws_errors import error_code
 from core.errors import CryptoLiveError
 from core.settings import Settings
+from crypto_live.exchange.rest import SIM_API_KEY, SIM_API_SECRET
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,34 @@ def provision(settings: Settings, clients: AwsClients, timeout: float = 60.0) ->
         f"dynamodb:{settings.dynamo_latest_table_name}",
         _table(clients, settings.dynamo_latest_table_name, [("symbol", "HASH")], ttl=False),
     )
+    report.add(
+        f"dynamodb:{settings.dynamo_orders_table_name}",
+        _table(
+            clients,
+            settings.dynamo_orders_table_name,
+            [("symbol", "HASH"), ("orderId", "RANGE")],
+            ttl=False,
+            numbers=("orderId",),
+        ),
+    )
     report.add(f"s3:{settings.s3_bucket}", _bucket(settings, clients))
-    report.add(f"secret:{settings.binance_websocket_secret}", _secret(settings, clients))
+    report.add(
+        f"secret:{settings.binance_websocket_secret}",
+        _secret(
+            clients,
+            settings.binance_websocket_secret,
+            json.dumps({"streams": list(DEFAULT_STREAMS)}),
+        ),
+    )
+    # A placeholder: the simulated exchange's pair; put the real one in before using Binance.
+    report.add(
+        f"secret:{settings.binance_api_secret}",
+        _secret(
+            clients,
+            settings.binance_api_secret,
+            json.dumps({"api_key": SIM_API_KEY, "api_secret": SIM_API_SECRET}),
+        ),
+    )
     log.info("provisioned: created=%s existing=%s", report.created, report.existing)
     return report
 
@@ -104,7 +131,14 @@ def _stream(settings: Settings, clients: AwsClients, timeout: float) -> bool:
         time.sleep(0.2)
 
 
-def _table(clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: bool) -> bool:
+def _table(
+    clients: AwsClients,
+    name: str,
+    keys: list[tuple[str, str]],
+    *,
+    ttl: bool,
+    numbers: tuple[str, ...] = (),
+) -> bool:
     dynamodb = clients.dynamodb
     if _exists(lambda: dynamodb.describe_table(TableName=name)):
         return False
@@ -113,7 +147,9 @@ def _table(clients: AwsClients, name: str, keys: list[tuple[str, str]], *, ttl: 
             TableName=name,
             BillingMode="PAY_PER_REQUEST",
             KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+            AttributeDefinitions=[
+                {"AttributeName": k, "AttributeType": "N" if k in numbers else "S"} for k, _ in keys
+            ],
         )
     except ClientError as err:
         if error_code(err) != "ResourceInUseException":
@@ -146,19 +182,14 @@ def _bucket(settings: Settings, clients: AwsClients) -> bool:
     return True
 
 
-def _secret(settings: Settings, clients: AwsClients) -> bool:
+def _secret(clients: AwsClients, name: str, value: str) -> bool:
     secrets = clients.secretsmanager
-    if _exists(lambda: secrets.describe_secret(SecretId=settings.binance_websocket_secret)):
+    if _exists(lambda: secrets.describe_secret(SecretId=name)):
         return False
     try:
-        clients.secretsmanager.create_secret(
-            Name=settings.binance_websocket_secret,
-            SecretString=json.dumps({"streams": list(DEFAULT_STREAMS)}),
-        )
+        secrets.create_secret(Name=name, SecretString=value)
     except ClientError as err:
         if error_code(err) == "ResourceExistsException":
             return False
-        raise ProvisionError(
-            f"cannot create secret {settings.binance_websocket_secret}: {err}"
-        ) from err
+        raise ProvisionError(f"cannot create secret {name}: {err}") from err
     return True

@@ -23,8 +23,10 @@ def test_provision_creates_everything_then_is_idempotent(
             "kinesis:crypto-live-miniticker",
             "dynamodb:crypto-live-miniticker",
             "dynamodb:crypto-live-ticker-latest",
+            "dynamodb:crypto-live-orders",
             "s3:crypto-live-bucket",
             "secret:crypto-live.binance_ws",
+            "secret:crypto-live.binance_api",
         ]
     )
     second = provision(aws_settings, aws)
@@ -47,6 +49,17 @@ def test_provision_creates_everything_then_is_idempotent(
     aws.s3.head_bucket(Bucket="crypto-live-bucket")
     secret = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_ws")
     assert json.loads(secret["SecretString"]) == {"streams": list(DEFAULT_STREAMS)}
+    orders = aws.dynamodb.describe_table(TableName="crypto-live-orders")["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in orders["KeySchema"]] == [
+        ("symbol", "HASH"),
+        ("orderId", "RANGE"),
+    ]
+    assert {(a["AttributeName"], a["AttributeType"]) for a in orders["AttributeDefinitions"]} == {
+        ("symbol", "S"),
+        ("orderId", "N"),
+    }
+    api = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_api")
+    assert set(json.loads(api["SecretString"])) == {"api_key", "api_secret"}  # the sim's pair
 
 
 def test_a_second_provision_looks_and_creates_nothing(

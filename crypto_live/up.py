@@ -140,6 +140,7 @@ async def _market_source(settings: Settings, source: str) -> AsyncIterator[Setti
             settings.exchange_max_connection_seconds, SIM_CONNECTION_SECONDS
         ),
         close_after_frames=settings.exchange_close_after_frames,
+        weight_limit=settings.exchange_weight_limit,
     )
     await exchange.start()
     try:
@@ -147,6 +148,7 @@ async def _market_source(settings: Settings, source: str) -> AsyncIterator[Setti
         rotate_hours = min(settings.binance_rotate_hours, SIM_ROTATE_SECONDS / 3600)
         yield settings.with_overrides(
             binance_stream_url=exchange.url,
+            binance_api_url=exchange.rest_url,  # the orders tooling's REST side
             binance_streams=streams,
             binance_rotate_hours=rotate_hours,
         )
@@ -168,6 +170,12 @@ async def _run_services(
     if served is not None:
         console.print(f"metrics: http://127.0.0.1:{served.port}/metrics  health: /healthz")
     async with _market_source(settings, source) as effective:
+        if effective.binance_api_url and source == "sim":
+            console.print(
+                f"orders: BINANCE_API_URL={effective.binance_api_url} crypto-live orders "
+                f"snapshot --symbol BTCUSDT --endpoint-url {effective.aws_endpoint_url}",
+                highlight=False,
+            )
         producer = asyncio.create_task(run_producer(effective, stop, metrics["producer"], health))
         consumers = [
             asyncio.create_task(run_consumer(effective, kind, stop, metrics[kind], health))

@@ -6,10 +6,12 @@ The paging and retry logic works on any ``get_all_orders(**params)`` callable; o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,23 +45,36 @@ class ApiCredentials:
     api_secret: SecretStr
 
 
-def binance_client(settings: Settings, credentials: ApiCredentials) -> Any:
-    """python-binance's sync Client: testnet with TESTNET, BINANCE_API_URL overriding either."""
+@contextlib.contextmanager
+def binance_client(settings: Settings, credentials: ApiCredentials) -> Iterator[Any]:
+    """python-binance's sync Client: testnet with TESTNET, BINANCE_API_URL overriding either.
+
+    The Client takes the thread's event loop (making one if there is none) and never closes
+    it; it gets a loop of ours instead, closed with its HTTP session on the way out.
+    """
     with warnings.catch_warnings():
         # python-binance 1.0.37 imports websockets' deprecated legacy client at import time.
         warnings.simplefilter("ignore", DeprecationWarning)
         from binance import Client
 
-    client = Client(
-        credentials.api_key.get_secret_value(),
-        credentials.api_secret.get_secret_value(),
-        testnet=settings.testnet,
-        ping=False,
-    )
-    if settings.binance_api_url:
-        url = settings.binance_api_url.rstrip("/")
-        client.API_URL = client.API_TESTNET_URL = url
-    return client
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    client = None
+    try:
+        client = Client(
+            credentials.api_key.get_secret_value(),
+            credentials.api_secret.get_secret_value(),
+            testnet=settings.testnet,
+            ping=False,
+        )
+        if settings.binance_api_url:
+            client.API_URL = client.API_TESTNET_URL = settings.binance_api_url.rstrip("/")
+        yield client
+    finally:
+        if client is not None:
+            client.close_connection()
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def rest_url(client: Any) -> str:

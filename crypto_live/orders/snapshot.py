@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core.aws import AwsClients
 from core.settings import Settings
@@ -60,15 +62,15 @@ def take_snapshot(
     clients: AwsClients,
     request: SnapshotRequest,
     *,
-    client_factory: Callable[..., object] = binance_client,
+    client_factory: Callable[..., contextlib.AbstractContextManager[Any]] = binance_client,
     sleep: Callable[[float], None] = time.sleep,
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
 ) -> SnapshotSummary:
     """Read the API secret, fetch through python-binance, write the lake and the orders table."""
     credentials = read_credentials(clients.secretsmanager, settings.binance_api_secret)
-    client = client_factory(settings, credentials)
-    call = RetryingCalls(client.get_all_orders, rest_url(client), sleep=sleep)  # type: ignore[attr-defined]
-    rows = order_rows(fetch(call, request, now_ms()))
+    with client_factory(settings, credentials) as client:
+        call = RetryingCalls(client.get_all_orders, rest_url(client), sleep=sleep)
+        rows = order_rows(fetch(call, request, now_ms()))
     if any(row.symbol != request.symbol for row in rows):
         raise OrdersError(f"Binance sent orders of another symbol than {request.symbol}")
     outcome = None

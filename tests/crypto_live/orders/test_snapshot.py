@@ -280,3 +280,24 @@ def test_a_missing_secret_and_an_unreachable_exchange_are_one_line(
     assert capsys.readouterr().err == (
         "crypto-live: cannot reach Binance at http://127.0.0.1:9/api: ConnectionError\n"
     )
+
+
+def test_up_sim_points_the_orders_tooling_at_its_exchange(
+    provisioned: Settings, aws: AwsClients
+) -> None:
+    from crypto_live.up import _market_source
+
+    async def scenario() -> Any:
+        async with _market_source(provisioned.with_overrides(exchange_symbols=2), "sim") as sim:
+            assert sim.binance_api_url is not None
+            assert sim.binance_api_url.startswith("http://127.0.0.1:")
+            assert sim.binance_api_url.endswith("/api")
+            # The provisioned placeholder secret is the simulated account's own pair.
+            return await asyncio.to_thread(
+                take_snapshot, sim, aws, SnapshotRequest(SYMBOL, limit=20)
+            )
+
+    summary = asyncio.run(scenario())
+    assert summary.orders == 20
+    assert summary.last_id is not None and summary.first_id == summary.last_id - 19
+    assert len(table_items(aws)) == 20

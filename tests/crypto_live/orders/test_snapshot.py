@@ -4,12 +4,9 @@ the simulated exchange on loopback, and a real moto server (Secrets Manager, S3,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
-import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +15,6 @@ import pytest
 from core.aws import AwsClients
 from core.settings import Settings
 from crypto_live.cli import main
-from crypto_live.exchange import SimulatedExchange
 from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.limits import WeightLimiter
 from crypto_live.exchange.rest import RestApi
@@ -27,6 +23,7 @@ from crypto_live.lake.arrow import pa, pq
 from crypto_live.orders.snapshot import SnapshotRequest, take_snapshot
 from crypto_live.orders.table import COLUMNS
 from crypto_live.provision import provision
+from tests.crypto_live.exchange.loopback import exchange_on_loopback
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -36,30 +33,6 @@ TABLE = "crypto-live-orders"
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@contextlib.contextmanager
-def exchange_on_loopback(rest: RestApi) -> Iterator[str]:
-    """The simulated exchange in a thread of its own; yields its REST URL."""
-    loop = asyncio.new_event_loop()
-    exchange = SimulatedExchange(symbols=3, autotick=False, rest=rest)
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with exchange:
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert started.wait(10), "exchange did not start"
-    try:
-        yield exchange.rest_url
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
 
 
 def rest_api(

@@ -309,9 +309,9 @@ def test_init_hook_creates_exactly_what_provision_creates(
 ) -> None:
     hook = _hook(moto_endpoint, aws_settings)
     first = hook.run()
-    assert first.count("crypto-live init: created ") == 5, first
+    assert first.count("crypto-live init: created ") == 7, first
     second = hook.run()  # idempotent: everything is there already
-    assert second.count("crypto-live init: already there: ") == 5, second
+    assert second.count("crypto-live init: already there: ") == 7, second
     from_hook = _snapshot(aws)
     assert provision(aws_settings, aws).created == []  # provision finds all of it
 

@@ -16,6 +16,10 @@ HISTORY_TABLE=${DYNAMO_TABLE_NAME:-crypto-live-miniticker}
 LATEST_TABLE=${DYNAMO_LATEST_TABLE_NAME:-crypto-live-ticker-latest}
 BUCKET=${S3_BUCKET:-crypto-live-bucket}
 SECRET=${BINANCE_WEBSOCKET_SECRET:-crypto-live.binance_ws}
+ORDERS_TABLE=${DYNAMO_ORDERS_TABLE_NAME:-crypto-live-orders}
+API_SECRET=${BINANCE_API_SECRET:-crypto-live.binance_api}
+# A placeholder, as provision writes it: the simulated exchange's pair.
+API_SECRET_JSON='{"api_key": "crypto-live-sim-key", "api_secret": "crypto-live-sim-secret"}'
 TTL_ATTRIBUTE=expires_at
 # Byte for byte what provision stores: json.dumps({"streams": list(DEFAULT_STREAMS)}).
 SECRET_JSON='{"streams": ["btcusdt@miniTicker", "ethusdt@miniTicker", "bnbusdt@miniTicker", "solusdt@miniTicker", "xrpusdt@miniTicker"]}'
@@ -71,9 +75,11 @@ create_stream() {
 create_table() {
     local name=$1 key attrs=() schema=()
     shift
-    for key in "$@"; do
-        attrs+=("AttributeName=${key%%:*},AttributeType=S")
-        schema+=("AttributeName=${key%%:*},KeyType=${key##*:}")
+    for key in "$@"; do  # name:KEYTYPE or name:KEYTYPE:N (a number key)
+        local name_=${key%%:*} rest=${key#*:} type=S
+        if [[ $rest == *:N ]]; then type=N; rest=${rest%:N}; fi
+        attrs+=("AttributeName=$name_,AttributeType=$type")
+        schema+=("AttributeName=$name_,KeyType=$rest")
     done
     create_unless_exists "dynamodb:$name" ResourceInUseException \
         dynamodb create-table --table-name "$name" --billing-mode PAY_PER_REQUEST \
@@ -104,14 +110,16 @@ create_bucket() {
 }
 
 create_secret() {
-    create_unless_exists "secret:$SECRET" ResourceExistsException \
-        secretsmanager create-secret --name "$SECRET" --secret-string "$SECRET_JSON"
+    create_unless_exists "secret:$1" ResourceExistsException \
+        secretsmanager create-secret --name "$1" --secret-string "$2"
 }
 
 create_stream
 create_table "$HISTORY_TABLE" stream_type:HASH iso_timestamp:RANGE
 enable_ttl "$HISTORY_TABLE"
 create_table "$LATEST_TABLE" symbol:HASH
+create_table "$ORDERS_TABLE" symbol:HASH orderId:RANGE:N
 create_bucket
-create_secret
+create_secret "$SECRET" "$SECRET_JSON"
+create_secret "$API_SECRET" "$API_SECRET_JSON"
 log "ready"

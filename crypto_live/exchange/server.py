@@ -264,6 +264,9 @@ class SimulatedExchange:
         )
         headers = Headers(answer.headers)
         headers["Content-Length"] = str(len(answer.body))
+        # websockets closes the connection after a non-upgrade answer: say so, or a client
+        # pool (requests') would reuse it and see the peer gone mid-request.
+        headers["Connection"] = "close"
         return Response(answer.status, HTTPStatus(answer.status).phrase, headers, answer.body)
 
     def _subscription_of(self, connection: ServerConnection) -> Subscription:

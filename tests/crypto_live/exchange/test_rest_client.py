@@ -8,18 +8,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from core.settings import load_settings
 from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.rest import SIM_API_KEY, SIM_API_SECRET, RestApi
 from crypto_live.exchange.trades import MS_PER_MINUTE, TradeModel
+from crypto_live.orders.binance_api import ApiCredentials, binance_client
 from tests.crypto_live.exchange.loopback import exchange_on_loopback
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from binance import Client
     from binance.exceptions import BinanceAPIException
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def sim_client(url: str, key: str = SIM_API_KEY, secret: str = SIM_API_SECRET) -> Any:
+    """python-binance's Client on ``url``, made as `orders snapshot` makes it (its own loop)."""
+    return binance_client(
+        load_settings(binance_api_url=url), ApiCredentials(SecretStr(key), SecretStr(secret))
+    )
 
 
 def _rest(weight_limit: int = 6_000) -> RestApi:
@@ -37,11 +46,8 @@ def _rest(weight_limit: int = 6_000) -> RestApi:
 @pytest.fixture
 def client() -> Iterator[tuple[Any, RestApi]]:
     rest = _rest()
-    with exchange_on_loopback(rest) as url:
-        binance = Client(SIM_API_KEY, SIM_API_SECRET, ping=False)
-        binance.API_URL = url
+    with exchange_on_loopback(rest) as url, sim_client(url) as binance:
         yield binance, rest
-        binance.close_connection()
 
 
 def test_historical_klines_page_by_1000_without_gaps(client: tuple[Any, RestApi]) -> None:
@@ -67,18 +73,18 @@ def test_exchange_info_and_signed_all_orders(client: tuple[Any, RestApi]) -> Non
 
 def test_bad_signature_and_unknown_key_are_binances_errors(client: tuple[Any, RestApi]) -> None:
     binance, _ = client
-    forger = Client(SIM_API_KEY, "wrong-secret", ping=False)
-    forger.API_URL = binance.API_URL
-    with pytest.raises(BinanceAPIException) as caught:
+    with (
+        sim_client(binance.API_URL, secret="wrong-secret") as forger,
+        pytest.raises(BinanceAPIException) as caught,
+    ):
         forger.get_all_orders(symbol="BTCUSDT")
     assert (caught.value.status_code, caught.value.code) == (400, -1022)
-    stranger = Client("nobody", SIM_API_SECRET, ping=False)
-    stranger.API_URL = binance.API_URL
-    with pytest.raises(BinanceAPIException) as caught:
+    with (
+        sim_client(binance.API_URL, key="nobody") as stranger,
+        pytest.raises(BinanceAPIException) as caught,
+    ):
         stranger.get_all_orders(symbol="BTCUSDT")
     assert (caught.value.status_code, caught.value.code) == (401, -2015)
-    forger.close_connection()
-    stranger.close_connection()
 
 
 def test_too_much_weight_is_429_with_retry_after() -> None:
@@ -86,14 +92,11 @@ def test_too_much_weight_is_429_with_retry_after() -> None:
     # straddle a minute boundary, or the count starts over between them.
     while 60 - time.time() % 60 < 15:
         time.sleep(0.5)
-    with exchange_on_loopback(_rest(weight_limit=45)) as url:
-        binance = Client(SIM_API_KEY, SIM_API_SECRET, ping=False)
-        binance.API_URL = url
+    with exchange_on_loopback(_rest(weight_limit=45)) as url, sim_client(url) as binance:
         binance.get_exchange_info()
         binance.get_exchange_info()
         with pytest.raises(BinanceAPIException) as caught:
             binance.get_exchange_info()
-        binance.close_connection()
     assert (caught.value.status_code, caught.value.code) == (429, -1003)
     assert 1 <= int(caught.value.response.headers["Retry-After"]) <= 60
     assert caught.value.response.headers["X-MBX-USED-WEIGHT-1M"] == "40"

@@ -56,7 +56,10 @@ class RestApi:
         weight_limit: int = 6_000,
         listed_ms: int = DEFAULT_LISTED_MS,
         clock: Callable[[], int] = _wall_ms,
+        weight_clock: Callable[[], int] | None = None,
     ) -> None:
+        """``clock``: the server's time (timestamps, what exists yet); ``weight_clock``: the
+        minutes weights are counted in (default the same; tests freeze it)."""
         self.symbols = tuple(symbols)
         self._known = set(self.symbols)
         self.model = model
@@ -65,20 +68,21 @@ class RestApi:
         self.limiter = WeightLimiter(weight_limit)
         self.listed_ms = listed_ms
         self.clock = clock
+        self.weight_clock = weight_clock or clock
 
     def handle(self, target: str, client: str, api_key: str | None = None) -> RestResponse:
         """Answer ``GET target`` (path and query) from ``client`` (its IP)."""
-        now = self.clock()
+        now, minute_now = self.clock(), self.weight_clock()
         parts = urlsplit(target)
         endpoint = parts.path.removeprefix(API_PREFIX + "v3/")
         weight = _WEIGHTS.get(endpoint)
         if weight is None or endpoint == parts.path:
             return _json(404, {"code": -1, "msg": f"Unknown path {parts.path}"}, ())
         try:
-            used = self.limiter.charge(client, weight, now)
+            used = self.limiter.charge(client, weight, minute_now)
         except RestRejection as err:
-            retry = str(self.limiter.retry_after_seconds(now))
-            used_now = str(self.limiter.used(client, now))
+            retry = str(self.limiter.retry_after_seconds(minute_now))
+            used_now = str(self.limiter.used(client, minute_now))
             logger.info("429 for %s: weight limit %d reached", client, self.limiter.limit)
             return _json(
                 err.status,

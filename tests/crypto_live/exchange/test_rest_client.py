@@ -31,7 +31,7 @@ def sim_client(url: str, key: str = SIM_API_KEY, secret: str = SIM_API_SECRET) -
     )
 
 
-def _rest(weight_limit: int = 6_000) -> RestApi:
+def _rest(weight_limit: int = 6_000, weight_clock: Any = None) -> RestApi:
     model = TradeModel(seed=5)
     now = time.time_ns() // 1_000_000
     return RestApi(
@@ -39,6 +39,7 @@ def _rest(weight_limit: int = 6_000) -> RestApi:
         model,
         SimulatedAccount(model, origin_ms=now - 3_600_000, count=2_000),
         weight_limit=weight_limit,
+        weight_clock=weight_clock,
         listed_ms=now - now % MS_PER_MINUTE - 7 * 24 * 3_600_000,
     )
 
@@ -88,15 +89,15 @@ def test_bad_signature_and_unknown_key_are_binances_errors(client: tuple[Any, Re
 
 
 def test_too_much_weight_is_429_with_retry_after() -> None:
-    # The exchange counts weight per UTC minute, as Binance does: the three calls must not
-    # straddle a minute boundary, or the count starts over between them.
-    while 60 - time.time() % 60 < 15:
-        time.sleep(0.5)
-    with exchange_on_loopback(_rest(weight_limit=45)) as url, sim_client(url) as binance:
+    # The exchange counts weight per UTC minute, as Binance does: a frozen weight clock, 30 s
+    # into a minute, keeps the three calls in one minute whenever the test runs.
+    frozen = time.time_ns() // 1_000_000 // MS_PER_MINUTE * MS_PER_MINUTE + 30_000
+    rest = _rest(weight_limit=45, weight_clock=lambda: frozen)
+    with exchange_on_loopback(rest) as url, sim_client(url) as binance:
         binance.get_exchange_info()
         binance.get_exchange_info()
         with pytest.raises(BinanceAPIException) as caught:
             binance.get_exchange_info()
     assert (caught.value.status_code, caught.value.code) == (429, -1003)
-    assert 1 <= int(caught.value.response.headers["Retry-After"]) <= 60
+    assert caught.value.response.headers["Retry-After"] == "30"
     assert caught.value.response.headers["X-MBX-USED-WEIGHT-1M"] == "40"

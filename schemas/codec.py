@@ -15,7 +15,9 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 MAGIC: Final = b"\xc3\x01"
 HEADER_SIZE: Final = len(MAGIC) + 8
 SCHEMA_DIR: Final = Path(__file__).parent
-DEFAULT_SCHEMA: Final = "crypto_live.v1.MiniTicker"
+MINITICKER_SCHEMA: Final = "crypto_live.v1.MiniTicker"
+KLINE_SCHEMA: Final = "crypto_live.v1.Kline"
+DEFAULT_SCHEMA: Final = MINITICKER_SCHEMA
 
 
 class SchemaError(Exception):
@@ -228,6 +230,19 @@ class SingleObjectCodec:
         if not isinstance(record, dict):
             raise DecodeError(f"{writer.name} is not a record schema")
         return record
+
+    def decode_typed(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode bytes of any registered type: (schema name, record in the newest schema of
+        that name). Consumers route by the name; a type they do not handle is theirs to
+        dead-letter."""
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise DecodeError("not Avro single-object encoding (bad marker or too short)")
+        name = self._registry.by_fingerprint(data[2:HEADER_SIZE]).name
+        return name, self.decode(data, self._registry.by_name(name))
+
+    def for_writer(self, writer: str) -> SingleObjectCodec:
+        """A codec over the same registry that encodes with ``writer``."""
+        return SingleObjectCodec(self._registry, writer)
 
 
 def default_codec() -> SingleObjectCodec:

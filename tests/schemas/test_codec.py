@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from schemas.codec import (
+    KLINE_SCHEMA,
     MAGIC,
+    MINITICKER_SCHEMA,
     SCHEMA_DIR,
     DecodeError,
     EncodeError,
@@ -132,3 +134,48 @@ def test_unknown_writer_is_a_decode_error_not_a_crash(tmp_path: Path) -> None:
     data = v2_codec.encode(dict(RECORD, exchange="x"))
     with pytest.raises(DecodeError, match="unknown schema fingerprint"):
         default_codec().decode(data)
+
+
+def kline_record(**overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_type": "kline",
+        "event_time": 1_795_000_060_000,
+        "stream_type": "btcusdt@kline_1m",
+        "symbol": "BTCUSDT",
+        "interval": "1m",
+        "open_time": 1_795_000_000_000,
+        "close_time": 1_795_000_059_999,
+        "first_trade_id": 100,
+        "last_trade_id": 141,
+        "open_price": "91000.01000000",
+        "close_price": "91002.50000000",
+        "high_price": "91010.00000000",
+        "low_price": "90990.10000000",
+        "base_volume": "1.23456000",
+        "quote_volume": "112345.67890000",
+        "trades": 42,
+        "closed": True,
+        "taker_buy_base_volume": "0.60000000",
+        "taker_buy_quote_volume": "54600.00000000",
+        "source": "websocket",
+        "iso_timestamp": "2026-11-18T11:07:40.000Z",
+        "received_at": 1_795_000_060_001_000,
+    }
+    record.update(overrides)
+    return record
+
+
+def test_kline_and_miniticker_share_a_stream_and_decode_by_their_fingerprint() -> None:
+    tickers = default_codec()
+    klines = tickers.for_writer(KLINE_SCHEMA)
+    kline = kline_record()
+    data = klines.encode(kline)
+    assert data[:2] == b"\xc3\x01"
+    # The compiled writer and fastavro agree byte for byte on the kline schema too.
+    assert data == klines.encode_with_fastavro(kline)
+    assert tickers.decode_typed(data) == (KLINE_SCHEMA, kline)
+    ticker = dict(RECORD)
+    assert tickers.decode_typed(tickers.encode(ticker)) == (MINITICKER_SCHEMA, ticker)
+    # A kline never resolves to the miniTicker reader: that is a clear decode error.
+    with pytest.raises(DecodeError):
+        tickers.decode(data)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,9 @@ from crypto_live.provision import provision
 log = logging.getLogger(__name__)
 
 SIM_STREAMS = ("!miniTicker@arr",)
+# With the all-market miniTicker, each simulated symbol's 1-minute klines, for this many symbols
+# at most: a request line of 8 KiB (websockets' limit) holds about 400 kline stream names.
+SIM_KLINE_SYMBOLS = 200
 # The simulated exchange ends connections like Binance, only sooner, so a local run rotates
 # the producer's websocket every few minutes (no gap, no duplicate) instead of once a day.
 SIM_CONNECTION_SECONDS = 300.0
@@ -123,6 +126,12 @@ class ConsoleLineHandler(logging.Handler):
             self.handleError(record)
 
 
+def sim_streams(symbols: Sequence[str]) -> tuple[str, ...]:
+    """The streams read from the simulated exchange: SIM_STREAMS and each symbol's kline_1m."""
+    klines = (f"{symbol.lower()}@kline_1m" for symbol in symbols[:SIM_KLINE_SYMBOLS])
+    return (*SIM_STREAMS, *klines)
+
+
 @contextlib.asynccontextmanager
 async def _market_source(settings: Settings, source: str) -> AsyncIterator[Settings]:
     """For ``sim``, the simulated exchange runs in-process; settings point the producer at it."""
@@ -144,7 +153,7 @@ async def _market_source(settings: Settings, source: str) -> AsyncIterator[Setti
     )
     await exchange.start()
     try:
-        streams = settings.binance_streams or SIM_STREAMS
+        streams = settings.binance_streams or sim_streams(exchange.simulator.symbols)
         rotate_hours = min(settings.binance_rotate_hours, SIM_ROTATE_SECONDS / 3600)
         yield settings.with_overrides(
             binance_stream_url=exchange.url,

@@ -10,18 +10,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from core.errors import ConfigError
 
-_STREAM = re.compile(r"^(?:[a-z0-9]{1,20}@miniTicker|!miniTicker@arr)$")
+_STREAM = re.compile(r"^(?:[a-z0-9]{1,20}@(?:miniTicker|kline_1m)|!miniTicker@arr)$")
 
 
 def check_streams(streams: list[str] | tuple[str, ...], origin: str) -> tuple[str, ...]:
-    """The streams, or ConfigError naming ``origin`` when one is not a miniTicker stream."""
+    """The streams, or ConfigError naming ``origin`` when one is neither a miniTicker stream nor
+    a 1-minute kline stream."""
     if not streams:
         raise ConfigError(f"invalid setting {origin}: no streams")
     for stream in streams:
         if not isinstance(stream, str) or not _STREAM.match(stream):
             raise ConfigError(
                 f"invalid setting {origin} (got {stream!r}): "
-                "expected <symbol lower>@miniTicker or !miniTicker@arr"
+                "expected <symbol lower>@miniTicker, <symbol lower>@kline_1m or !miniTicker@arr"
             )
     return tuple(streams)
 

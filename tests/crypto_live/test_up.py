@@ -12,7 +12,7 @@ from rich.console import Console
 
 from crypto_live import embedded
 from crypto_live.cli import main
-from crypto_live.up import ConsoleLineHandler
+from crypto_live.up import SIM_KLINE_SYMBOLS, ConsoleLineHandler, sim_streams
 
 
 def test_console_line_handler_shows_warnings_and_errors_only_one_line_each() -> None:
@@ -51,3 +51,14 @@ def test_up_without_moto_says_how_to_install_it_in_one_line(
         "crypto-live: the embedded AWS endpoint needs moto: pip install 'crypto-live[embedded]' "
         "(or set AWS_ENDPOINT_URL to LocalStack or AWS)"
     ]
+
+
+def test_sim_streams_are_the_all_market_tickers_and_each_symbols_klines() -> None:
+    assert sim_streams(["BTCUSDT", "SYM0001USDT"]) == (
+        "!miniTicker@arr",
+        "btcusdt@kline_1m",
+        "sym0001usdt@kline_1m",
+    )
+    many = sim_streams([f"SYM{i:04d}USDT" for i in range(5000)])
+    assert len(many) == 1 + SIM_KLINE_SYMBOLS
+    assert len("/".join(many)) < 8192 - 100  # the request line websockets accepts

@@ -27,7 +27,9 @@ from consumers.app import KINDS, app_name, lease_table_name
 from core.aws import AwsClients
 from core.health import DEFAULT_PORTS
 from core.settings import Settings, load_settings
+from crypto_live.exchange.price_walk import generate_symbols
 from crypto_live.provision import DEFAULT_STREAMS, TTL_ATTRIBUTE, provision
+from crypto_live.up import sim_streams
 from producer.service import DEAD_LETTER_SOURCE
 from tests.support.docker import docker_engine_problem, missing_images
 from tests.support.emulator import free_port, reset_moto
@@ -165,7 +167,10 @@ def test_sim_profile_points_the_producer_at_the_simulated_exchange() -> None:
     assert exchange["command"][:3] == ["exchange", "--host", "0.0.0.0"]
     producer = services["producer"]
     assert producer["environment"]["BINANCE_STREAM_URL"] == "ws://exchange:9443/"
-    assert producer["environment"]["BINANCE_STREAMS"] == "!miniTicker@arr"
+    symbols = int(exchange["command"][exchange["command"].index("--symbols") + 1])
+    assert producer["environment"]["BINANCE_STREAMS"] == ",".join(
+        sim_streams(generate_symbols(symbols))
+    )
     assert _depends(producer) == {
         "provision": "service_completed_successfully",
         "exchange": "service_healthy",

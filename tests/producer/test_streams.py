@@ -11,6 +11,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from crypto_live.provision import DEFAULT_STREAMS, provision
 from producer.app import resolve_streams
+from producer.streams import check_streams
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +49,14 @@ def test_a_bad_secret_is_a_clear_config_error(
 def test_a_missing_secret_names_the_setting(aws_settings: Settings, aws: AwsClients) -> None:
     with pytest.raises(ConfigError, match=r"BINANCE_WEBSOCKET_SECRET .*cannot read the secret"):
         resolve_streams(aws_settings, aws)
+
+
+def test_miniticker_and_one_minute_kline_streams_are_accepted() -> None:
+    streams = ["btcusdt@miniTicker", "btcusdt@kline_1m", "!miniTicker@arr"]
+    assert check_streams(streams, "BINANCE_STREAMS") == tuple(streams)
+
+
+@pytest.mark.parametrize("stream", ["btcusdt@kline_5m", "BTCUSDT@kline_1m", "btcusdt@kline"])
+def test_other_kline_streams_are_a_config_error_naming_the_setting(stream: str) -> None:
+    with pytest.raises(ConfigError, match=r"BINANCE_STREAMS .*<symbol lower>@kline_1m"):
+        check_streams([stream], "BINANCE_STREAMS")

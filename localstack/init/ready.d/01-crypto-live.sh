@@ -22,7 +22,7 @@ API_SECRET=${BINANCE_API_SECRET:-crypto-live.binance_api}
 API_SECRET_JSON='{"api_key": "crypto-live-sim-key", "api_secret": "crypto-live-sim-secret"}'
 TTL_ATTRIBUTE=expires_at
 # Byte for byte what provision stores: json.dumps({"streams": list(DEFAULT_STREAMS)}).
-SECRET_JSON='{"streams": ["btcusdt@miniTicker", "ethusdt@miniTicker", "bnbusdt@miniTicker", "solusdt@miniTicker", "xrpusdt@miniTicker"]}'
+SECRET_JSON='{"streams": ["btcusdt@miniTicker", "ethusdt@miniTicker", "bnbusdt@miniTicker", "solusdt@miniTicker", "xrpusdt@miniTicker", "btcusdt@kline_1m", "ethusdt@kline_1m", "bnbusdt@kline_1m", "solusdt@kline_1m", "xrpusdt@kline_1m"]}'
 
 export DISABLE_DEPRECATION_NOTICE=${DISABLE_DEPRECATION_NOTICE:-1}  # awslocal's banner
 

@@ -19,6 +19,7 @@ from crypto_live.exchange.rest import SIM_API_KEY, SIM_API_SECRET
 
 log = logging.getLogger(__name__)
 
+# The secret's default: each symbol's miniTicker (ticks) and its 1-minute klines (exact candles).
 DEFAULT_STREAMS = (
     "btcusdt@miniTicker",
     "ethusdt@miniTicker",

@@ -26,12 +26,12 @@ DEFAULT_STREAMS = (
     "bnbusdt@miniTicker",
     "solusdt@miniTicker",
     "xrpusdt@miniTicker",
-)
     "btcusdt@kline_1m",
     "ethusdt@kline_1m",
     "bnbusdt@kline_1m",
     "solusdt@kline_1m",
     "xrpusdt@kline_1m",
+)
 TTL_ATTRIBUTE = "expires_at"
 
 

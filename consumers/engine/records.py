@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from schemas.codec import MINITICKER_SCHEMA
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
@@ -25,13 +27,20 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class ConsumedRecord:
-    """One decoded miniTicker record (Avro field names) and where it came from."""
+    """One decoded record (Avro field names), its schema and where it came from.
+
+    One stream carries several record types: ``schema`` is the writer schema's full name
+    (``crypto_live.v1.MiniTicker``, ``crypto_live.v1.Kline``), which sinks route by; ``data``
+    is the user record's bytes, kept so a sink can dead-letter a type it has no handler for.
+    """
 
     shard_id: str
     position: Position
     arrival: datetime  # ApproximateArrivalTimestamp of the Kinesis record, UTC
     partition_key: str
     record: dict[str, Any]
+    schema: str = MINITICKER_SCHEMA
+    data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

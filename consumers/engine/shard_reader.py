@@ -115,8 +115,8 @@ class ShardReader:
         self._parents_done = parents_done
         self._closed_ending = closed_ending
         self._metrics = metrics or Metrics("shard-reader")
-        # (position, received_at µs) of records handed over but not yet checkpointed.
-        self._in_sink: deque[tuple[Position, int]] = deque()
+        # (position, received_at µs or None) of records handed over but not yet checkpointed.
+        self._in_sink: deque[tuple[Position, int | None]] = deque()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._last_read: int | None = None  # sequence of the last Kinesis record read
 
@@ -228,7 +228,7 @@ class ShardReader:
         if records:
             self._metrics.inc(Counters.RECORDS_CONSUMED, len(records))
             self._metrics.observe(Histograms.BATCH_RECORDS, len(records))
-            self._in_sink.extend((r.position, int(r.record["received_at"])) for r in records)
+            self._in_sink.extend((r.position, _received_at(r.record)) for r in records)
             await self._commit(await self._processor.process(records))
         # AWS ends a closed shard with a null iterator; moto never does (see below).
         return page.next_iterator is None or (not page.records and self._read_to_closed_end())
@@ -256,7 +256,9 @@ class ShardReader:
         await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
         durable = []
         while self._in_sink and self._in_sink[0][0] <= position:
-            durable.append(self._in_sink.popleft()[1])
+            received_at = self._in_sink.popleft()[1]
+            if received_at is not None:
+                durable.append(received_at)
         self._metrics.observe_ages(Histograms.END_TO_END_SECONDS, durable)
 
     async def _decode(
@@ -293,11 +295,16 @@ class ShardReader:
         if skip is not None and position <= skip:
             return  # at or before the checkpoint: already durable in the sink
         try:
-            record = self._codec.decode(user.data)
+            # Any registered type: the sink routes by the schema name (or dead-letters it).
+            schema, record = self._codec.decode_typed(user.data)
         except DecodeError as err:
             bad.append(UndecodableRecord(self.shard_id, position, arrival, user.data, str(err)))
             return
-        out.append(ConsumedRecord(self.shard_id, position, arrival, user.partition_key, record))
+        out.append(
+            ConsumedRecord(
+                self.shard_id, position, arrival, user.partition_key, record, schema, user.data
+            )
+        )
 
     async def _iterator(self, lease: Lease) -> str:
         position = lease.position
@@ -342,6 +349,13 @@ class ShardReader:
             "AFTER_SEQUENCE_NUMBER",
             sequence=str(self._last_read),
         )
+
+
+def _received_at(record: dict[str, Any]) -> int | None:
+    """The producer's receipt time (epoch µs) for the latency histogram; None for a type
+    without one (every type of ours has it, a future one may not)."""
+    value = record.get("received_at")
+    return value if isinstance(value, int) else None
 
 
 def _utc(value: datetime | float) -> datetime:

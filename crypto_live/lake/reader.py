@@ -3,7 +3,9 @@
 The S3 consumer files a batch under the Kinesis arrival hour of its first record, so an event
 of hour H can sit in folder H-1 or H+1 (``slack`` hours either way). ``RawHourSweep`` walks
 the hours in order and reads each folder once, keeping only the rows of hours still ahead:
-memory holds about two hours of rows, whatever the range.
+memory holds about two hours of rows, whatever the range. A ``RawFormat`` says how to parse
+one kind of raw object (miniTicker records here, klines in ``crypto_live.lake.klines``) and
+which epoch-ms column names a row's hour.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -50,9 +52,6 @@ _DEDUPE_ORDER: Final = [
     ("event_time", "ascending"),
     *[(name, "ascending") for name in FIELD_ORDER if name not in ("stream_type", "event_time")],
 ]
-_PARSE_OPTIONS: Final = pj.ParseOptions(
-    explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,41 +66,51 @@ def empty_table() -> Any:
     return RAW_SCHEMA.empty_table()
 
 
-def parse_raw(body: bytes) -> ParsedObject:
-    """Decode one gzipped JSONL object. Arrow parses it in one go; when a line is broken the
-    object is parsed line by line instead and only the bad lines are left out (and counted)."""
+def parse_jsonl(body: bytes, schema: Any) -> ParsedObject:
+    """Decode one gzipped JSONL object into ``schema`` (other fields ignored). Arrow parses it
+    in one go; when a line is broken the object is parsed line by line instead and only the
+    bad lines are left out (and counted). A line missing a field is a bad line."""
     data = gzip.decompress(body)
     if not data.strip():
-        return ParsedObject(empty_table())
+        return ParsedObject(schema.empty_table())
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
-        table = pj.read_json(io.BytesIO(data), parse_options=_PARSE_OPTIONS)
+        table = pj.read_json(io.BytesIO(data), parse_options=options)
     except ValueError:  # pyarrow.ArrowInvalid: bad JSON, a wrong type, > 8 decimals
-        return _parse_lines(data)
-    table = table.select(list(FIELD_ORDER))
-    complete = pc.is_valid(table[FIELD_ORDER[0]])
-    for name in FIELD_ORDER[1:]:
+        return _parse_lines(data, schema)
+    table = table.select(schema.names)
+    complete = pc.is_valid(table[schema.names[0]])
+    for name in schema.names[1:]:
         complete = pc.and_(complete, pc.is_valid(table[name]))
     kept = table.filter(complete)
     return ParsedObject(kept, table.num_rows - kept.num_rows)
 
 
-def _value(name: str, raw: Any) -> Any:
-    if name in _INTEGER_FIELDS:
-        if type(raw) is not int:
-            raise ValueError(name)
+def parse_raw(body: bytes) -> ParsedObject:
+    """One raw miniTicker object as RAW_SCHEMA rows."""
+    return parse_jsonl(body, RAW_SCHEMA)
+
+
+def _value(kind: Any, raw: Any) -> Any:
+    """A JSON value as a column of Arrow type ``kind`` takes it; ValueError when it does not."""
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        wanted = bool if pa.types.is_boolean(kind) else int
+        if type(raw) is not wanted:
+            raise ValueError(kind)
         return raw
     if not isinstance(raw, str):
-        raise ValueError(name)
-    if name in _DECIMAL_FIELDS:
+        raise ValueError(kind)
+    if pa.types.is_decimal(kind):
         number = Decimal(raw)
         exponent = number.as_tuple().exponent
-        if not isinstance(exponent, int) or exponent < -SCALE or number.adjusted() >= 38 - SCALE:
-            raise ValueError(name)  # NaN/Infinity, more than 8 places, or too big for (38, 8)
+        too_big = number.adjusted() >= kind.precision - kind.scale
+        if not isinstance(exponent, int) or exponent < -kind.scale or too_big:
+            raise ValueError(kind)  # NaN/Infinity, more than 8 places, or too big for (38, 8)
         return number
     return raw
 
 
-def _parse_lines(data: bytes) -> ParsedObject:
+def _parse_lines(data: bytes, schema: Any) -> ParsedObject:
     rows: list[dict[str, Any]] = []
     bad = 0
     for line in data.splitlines():
@@ -109,11 +118,23 @@ def _parse_lines(data: bytes) -> ParsedObject:
             continue
         try:
             record = json.loads(line)
-            rows.append({name: _value(name, record[name]) for name in FIELD_ORDER})
+            rows.append({field.name: _value(field.type, record[field.name]) for field in schema})
         except (ValueError, KeyError, TypeError, InvalidOperation):
             bad += 1
-    table = pa.Table.from_pylist(rows, schema=RAW_SCHEMA) if rows else empty_table()
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     return ParsedObject(table, bad)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFormat:
+    """One kind of raw object: how to parse it, and the epoch-ms column naming a row's hour."""
+
+    parse: Callable[[bytes], ParsedObject]
+    schema: Any
+    time_column: str
+
+
+MINITICKER_FORMAT: Final = RawFormat(parse_raw, RAW_SCHEMA, "event_time")
 
 
 def dedupe(table: Any) -> tuple[Any, int]:
@@ -132,11 +153,11 @@ def dedupe(table: Any) -> tuple[Any, int]:
     return unique, table.num_rows - unique.num_rows
 
 
-def split_by_hour(table: Any) -> dict[int, Any]:
-    """Rows by event hour."""
+def split_by_hour(table: Any, time_column: str = "event_time") -> dict[int, Any]:
+    """Rows by the hour of ``time_column`` (epoch ms)."""
     if table.num_rows == 0:
         return {}
-    hours = pc.divide(table["event_time"], MS_PER_HOUR)
+    hours = pc.divide(table[time_column], MS_PER_HOUR)
     return {int(hour): table.filter(pc.equal(hours, hour)) for hour in pc.unique(hours).to_pylist()}
 
 
@@ -186,10 +207,17 @@ class SweepCounts:
 class RawHourSweep:
     """Event hours, ascending: ``rows(h)`` for hours to compute, ``skip(h)`` for the others."""
 
-    def __init__(self, store: LakeStore, listings: FolderListings, slack: int) -> None:
+    def __init__(
+        self,
+        store: LakeStore,
+        listings: FolderListings,
+        slack: int,
+        raw_format: RawFormat = MINITICKER_FORMAT,
+    ) -> None:
         if slack < 0:
             raise ValueError(f"slack must be >= 0: {slack}")
         self._store = store
+        self._format = raw_format
         self._listings = listings
         self._slack = slack
         self._read: set[int] = set()
@@ -212,7 +240,7 @@ class RawHourSweep:
             if folder not in self._read:
                 self._read_folder(folder, hour)
         parts = self._pending.pop(hour, [])
-        return pa.concat_tables(parts) if parts else empty_table()
+        return pa.concat_tables(parts) if parts else self._format.schema.empty_table()
 
     def _advance(self, hour: int) -> None:
         if hour <= self._last:
@@ -229,7 +257,7 @@ class RawHourSweep:
                 continue
             self.counts.objects_read += 1
             try:
-                parsed = parse_raw(body)
+                parsed = self._format.parse(body)
             except (OSError, EOFError, zlib.error) as err:
                 log.warning("raw object %s is not gzipped JSONL (%s): skipped", info.key, err)
                 self.counts.bad_objects += 1
@@ -243,11 +271,11 @@ class RawHourSweep:
         self.counts.peak_pending_rows = max(self.counts.peak_pending_rows, pending)
 
     def _keep(self, folder: int, hour: int, table: Any) -> None:
-        for event_hour, part in split_by_hour(table).items():
+        for event_hour, part in split_by_hour(table, self._format.time_column).items():
             if abs(event_hour - folder) > self._slack:
                 log.warning(
                     "%d rows in folder hour=%s are %d hours off their event hour (more than "
-                    "--slack-hours %d): not compacted",
+                    "--slack-hours %d): left out",
                     part.num_rows,
                     hour_label(folder),
                     event_hour - folder,

@@ -41,6 +41,8 @@ class Counters(StrEnum):
     LATEST_UPDATES = "crypto_live_latest_updates_total"
     LATEST_STALE_SKIPPED = "crypto_live_latest_stale_skipped_total"
     LATEST_COALESCED = "crypto_live_latest_coalesced_total"
+    CANDLES_WRITTEN = "crypto_live_candles_written_total"
+    OPEN_KLINES_SKIPPED = "crypto_live_open_klines_skipped_total"
 
 
 class Gauges(StrEnum):
@@ -111,6 +113,8 @@ _HELP = {
     Counters.DYNAMODB_CALL_RETRIES: "DynamoDB calls retried after throttling or a server error",
     Counters.LATEST_UPDATES: "Latest-ticker rows moved forward",
     Counters.LATEST_STALE_SKIPPED: "Latest-ticker updates skipped: stored row as new or newer",
+    Counters.CANDLES_WRITTEN: "Closed-kline items confirmed written to the candles table",
+    Counters.OPEN_KLINES_SKIPPED: "Open klines (minute not over) a sink skipped, by design",
     Gauges.QUEUE_DEPTH: "Messages waiting between reader and encoder",
     Gauges.BUFFERED_RECORDS: "User records buffered in aggregates or waiting to be put",
     Histograms.PUT_SECONDS: "PutRecords call latency",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -82,10 +90,14 @@ class Settings(BaseSettings):
     dynamo_table_name: str = "crypto-live-miniticker"
     dynamo_latest_table_name: str = "crypto-live-ticker-latest"
     dynamo_orders_table_name: str = Field(default="crypto-live-orders", min_length=3)
+    # Closed 1-minute klines: HASH symbol, RANGE open_time (a number); no TTL.
+    dynamo_candles_table_name: str = Field(default="crypto-live-candles", min_length=3)
     retention_ttl_days: int = Field(default=1, ge=1)
 
     s3_bucket: str = Field(default="crypto-live-bucket", min_length=3)
     s3_jsonl_dir_path: str = "batch_jsonl"
+    # Closed klines' gzipped JSONL, in the same hour partitions as the miniTicker prefix.
+    s3_klines_dir_path: str = Field(default="klines_jsonl", min_length=1)
     max_batch_size: int = Field(default=1000, ge=1)
     max_batch_timeout: int = Field(default=10, ge=1)
 
@@ -144,6 +156,14 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside
     # Where a service writes the port it serves on (for `crypto-live healthcheck`); unset: nowhere.
     metrics_port_file: str | None = None
+
+    @field_validator("s3_klines_dir_path")
+    @classmethod
+    def _klines_apart(cls, value: str, info: ValidationInfo) -> str:
+        # Mixed into the miniTicker prefix, kline rows would break every reader of either.
+        if value.strip("/") in ("", str(info.data.get("s3_jsonl_dir_path", "")).strip("/")):
+            raise ValueError("must be a prefix of its own, not empty nor S3_JSONL_DIR_PATH")
+        return value
 
     def endpoint_url_for(self, service: str) -> str | None:
         """The endpoint of boto3 service ``service``: its own variable, else AWS_ENDPOINT_URL."""

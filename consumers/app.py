@@ -76,6 +76,7 @@ def processor_factory(
             settings.dynamo_table_name,
             settings.dynamo_latest_table_name,
             metrics,
+            candles_table=settings.dynamo_candles_table_name,
             max_in_flight=settings.dynamodb_max_in_flight,
         )
         dynamodb_factory = DynamoDbProcessorFactory(
@@ -87,6 +88,12 @@ def processor_factory(
             # A latest-table row DynamoDB refuses for good: errors/<app>/..., not a dead book.
             dead_letters=S3DeadLetterStore(clients.s3, settings.s3_bucket),
             dead_letter_source=app_name(settings, kind),
+            # A record of a type this sink has no handler for: errors/<app>/..., like the
+            # undecodable ones, named by shard position.
+            record_dead_letters=dead_letter_writer(
+                clients, settings, app_name(settings, kind), metrics
+            ),
+            consumer=f"consumer-{kind}",
         )
 
         def close() -> None:
@@ -120,7 +127,8 @@ def processor_factory(
 def dead_letter_writer(
     clients: AwsClients, settings: Settings, source: str, metrics: Metrics
 ) -> Callable[[list[UndecodableRecord]], None]:
-    """Undecodable records to errors/<app>/..., named by shard position (replay-safe)."""
+    """Undecodable or unhandled records to errors/<app>/..., named by shard position
+    (replay-safe)."""
     store = S3DeadLetterStore(clients.s3, settings.s3_bucket)
 
     def write(records: list[UndecodableRecord]) -> None:
@@ -131,7 +139,7 @@ def dead_letter_writer(
         name = f"{first.shard_id}-{first.position.sequence}-{first.position.sub_sequence}"
         key = store.put(source, letters, name=name)
         metrics.inc(Counters.DEAD_LETTERS, len(records))
-        log.warning("%d undecodable records kept as dead letters in %s", len(records), key)
+        log.warning("%d records kept as dead letters in %s (%s)", len(records), key, first.reason)
 
     return write
 

@@ -1,4 +1,7 @@
-"""The DynamoDB sink's ShardProcessor: history durable per batch, latest rows via the pump."""
+"""The DynamoDB sink's ShardProcessor: history and candles durable per batch, latest rows via
+the pump. Records are routed by type (consumers.routing): miniTicker records to the history and
+latest tables, closed klines to the candles table, open klines skipped, other types
+dead-lettered before the batch can be checkpointed."""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
+from consumers.dynamodb.candles import candle_item, dedupe_candles
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
 from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
-from consumers.dynamodb.writer import AsyncDynamoDbSink, DynamoDbSinkWriter, async_sink
+from consumers.dynamodb.writer import AsyncDynamoDbSink, DynamoDbSinkWriter, all_of, async_sink
 from consumers.engine.records import ConsumedRecord, Position
+from consumers.routing import RecordDeadLetters, dead_letter_unhandled, split
 from core.dead_letters import DeadLetterStore
-from core.metrics import Histograms, Metrics
+from core.metrics import Counters, Histograms, Metrics
 from core.threads import SINK_WRITES, shared_pool
 
 log = logging.getLogger(__name__)
@@ -27,12 +32,14 @@ log = logging.getLogger(__name__)
 LATEST_WAIT_SECONDS: Final = 0.5
 # At SIGTERM: how long to let waiting latest rows finish; the rest is re-read by the next owner.
 SHUTDOWN_WAIT_SECONDS: Final = 2.0
+CONSUMER: Final = "consumer-dynamodb"  # names this sink in an unhandled record's dead letter
 
 
 class DynamoDbProcessor:
-    """Writes each GetRecords batch's history items before returning, and hands its latest
-    updates to the book; the position returned is the end of the last batch whose history
-    is durable and whose latest updates are written or covered (see consumers.dynamodb.latest).
+    """Writes each GetRecords batch's history and candle items before returning, and hands its
+    latest updates to the book; the position returned is the end of the last batch whose
+    history and candles are durable, whose unhandled records are dead letters and whose latest
+    updates are written or covered (see consumers.dynamodb.latest).
     """
 
     def __init__(
@@ -44,8 +51,12 @@ class DynamoDbProcessor:
         metrics: Metrics | None = None,
         *,
         latest_wait: float = LATEST_WAIT_SECONDS,
+        dead_letters: RecordDeadLetters | None = None,
+        consumer: str = CONSUMER,
     ) -> None:
         self._writer = writer
+        self._dead_letters = dead_letters
+        self._consumer = consumer
         self._latest_wait = latest_wait
         self._book = book
         self._retention_ttl_days = retention_ttl_days
@@ -55,19 +66,29 @@ class DynamoDbProcessor:
         self._ends: deque[tuple[int, Position]] = deque()  # batches not yet returned
 
     async def process(self, records: Sequence[ConsumedRecord]) -> Position | None:
-        """Write the batch's history durably, queue its latest updates; returns what is safe."""
+        """Write the batch's history and candles durably, queue its latest updates; returns
+        what is safe."""
         if not records:
             return self._safe()
         deadline = time.monotonic() + self._latest_wait
+        routed = split(records)
+        await dead_letter_unhandled(routed.unhandled, self._consumer, self._dead_letters)
+        tickers = routed.tickers
         items = dedupe_history(
-            history_item(consumed.record, self._retention_ttl_days) for consumed in records
+            history_item(consumed.record, self._retention_ttl_days) for consumed in tickers
         )
-        updates = coalesce_latest(consumed.record for consumed in records)
-        await self._writer.put_history(items)
+        updates = coalesce_latest(consumed.record for consumed in tickers)
+        if routed.candles:
+            candles = dedupe_candles(candle_item(consumed.record) for consumed in routed.candles)
+            await all_of([self._writer.put_history(items), self._writer.put_candles(candles)])
+        else:
+            await self._writer.put_history(items)
         if self._metrics is not None:
             self._metrics.observe_ages(
-                Histograms.HISTORY_DURABLE_SECONDS, (int(r.record["received_at"]) for r in records)
+                Histograms.HISTORY_DURABLE_SECONDS, (int(r.record["received_at"]) for r in tickers)
             )
+            if routed.open_klines:
+                self._metrics.inc(Counters.OPEN_KLINES_SKIPPED, routed.open_klines)
         # After the history, so a latest row never shows an event the history table lacks.
         self._batch += 1
         self._ends.append((self._batch, records[-1].position))
@@ -76,9 +97,10 @@ class DynamoDbProcessor:
             self._shard_id, self._batch, max(0.0, deadline - time.monotonic())
         )
         log.debug(
-            "wrote %d records as %d items, queued %d latest updates",
+            "wrote %d records as %d items and %d candles, queued %d latest updates",
             len(records),
             len(items),
+            len(routed.candles),
             len(updates),
             extra={"shard_id": self._shard_id},
         )
@@ -114,7 +136,9 @@ class DynamoDbProcessor:
 class DynamoDbProcessorFactory:
     """Makes one DynamoDbProcessor per shard lease, all sharing one writer (and its pool) and
     one latest-table pump; ``close`` stops the pump (not the writer). Latest-table updates
-    DynamoDB refuses for good go to ``dead_letters`` under ``dead_letter_source``."""
+    DynamoDB refuses for good go to ``dead_letters`` under ``dead_letter_source``; records of a
+    type this sink has no handler for go to ``record_dead_letters`` (without it they fail the
+    shard rather than vanish)."""
 
     def __init__(
         self,
@@ -126,7 +150,11 @@ class DynamoDbProcessorFactory:
         latest_concurrency: int = DEFAULT_TAKE,
         dead_letters: DeadLetterStore | None = None,
         dead_letter_source: str = "crypto-live-dynamodb",
+        record_dead_letters: RecordDeadLetters | None = None,
+        consumer: str = CONSUMER,
     ) -> None:
+        self._record_dead_letters = record_dead_letters
+        self._consumer = consumer
         # DynamoDbWriter awaits its own pool; a blocking fake's calls run on the sinks' pool.
         self._writer = async_sink(writer, shared_pool(SINK_WRITES))
         self._retention_ttl_days = retention_ttl_days
@@ -153,6 +181,8 @@ class DynamoDbProcessorFactory:
             shard_id,
             self._metrics,
             latest_wait=self._latest_wait,
+            dead_letters=self._record_dead_letters,
+            consumer=self._consumer,
         )
 
     async def drained(self) -> None:

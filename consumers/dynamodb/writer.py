@@ -1,4 +1,4 @@
-"""DynamoDB I/O for the sink: batched history puts and conditional latest puts, retried."""
+"""DynamoDB I/O for the sink: batched history and candle puts, conditional latest puts, retried."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumers.dynamodb.candles import CandleItem, candle_key, require_unique_candles
 from consumers.dynamodb.items import Item, LatestUpdate, chunk, history_key
 from core.aws_errors import aws_error, error_code
 from core.backoff import Backoff
@@ -44,6 +45,7 @@ class DynamoDbRetriesExhaustedError(DynamoDbSinkError):
 
 
 Refused = tuple[LatestUpdate, str]  # an update DynamoDB refused for good, and why
+AnyItem = Mapping[str, Mapping[str, Any]]  # a history or a candle item
 
 
 class AsyncDynamoDbSink(Protocol):
@@ -52,13 +54,17 @@ class AsyncDynamoDbSink(Protocol):
 
     async def put_history(self, items: Sequence[Item]) -> None: ...
 
+    async def put_candles(self, items: Sequence[CandleItem]) -> None: ...
+
     async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]: ...
 
 
 class DynamoDbSinkWriter(Protocol):
-    """What the processor needs; both methods return only when everything is durable."""
+    """What the processor needs; every method returns only when everything is durable."""
 
     def write_history(self, items: Sequence[Item]) -> None: ...
+
+    def write_candles(self, items: Sequence[CandleItem]) -> None: ...
 
     def update_latest(self, updates: Sequence[LatestUpdate]) -> None: ...
 
@@ -72,7 +78,8 @@ def _require_unique_keys(items: Sequence[Item]) -> None:
 class DynamoDbWriter:
     """boto3 implementation: each AWS call runs on one bounded daemon pool shared by every
     shard, so ``max_in_flight`` bounds all requests together; retries and backoffs wait in
-    asyncio, never holding a thread. ``batch_write`` and ``update`` each make one AWS call."""
+    asyncio, never holding a thread. ``batch_write`` and ``update`` each make one AWS call.
+    Without ``candles_table``, candle puts are refused (tools that write tickers only)."""
 
     def __init__(
         self,
@@ -81,6 +88,7 @@ class DynamoDbWriter:
         latest_table: str,
         metrics: Metrics,
         *,
+        candles_table: str | None = None,
         max_in_flight: int = 4,
         backoff: Backoff | None = None,
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
@@ -91,6 +99,7 @@ class DynamoDbWriter:
         self._dynamodb = dynamodb
         self._history_table = history_table
         self._latest_table = latest_table
+        self._candles_table = candles_table
         self._metrics = metrics
         self._backoff = backoff or Backoff(base=0.05, cap=5.0)
         self._give_up_after = give_up_after
@@ -108,6 +117,16 @@ class DynamoDbWriter:
         deadline = self._clock() + self._give_up_after
         await all_of([self._put_chunk(piece, deadline) for piece in chunk(items)])
 
+    async def put_candles(self, items: Sequence[CandleItem]) -> None:
+        """``put_history`` for candle items, into the candles table (an idempotent upsert:
+        the same minute's candle again overwrites the item with the same values)."""
+        if self._candles_table is None:
+            raise DynamoDbWriteError("this writer has no candles table")
+        require_unique_candles(items)
+        deadline = self._clock() + self._give_up_after
+        table = self._candles_table
+        await all_of([self._put_chunk(piece, deadline, table) for piece in chunk(items)])
+
     async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]:
         """Apply each symbol's conditional update (an already newer row is left alone); returns
         the updates DynamoDB refused for good, each with the reason, having written the rest."""
@@ -120,6 +139,10 @@ class DynamoDbWriter:
     def write_history(self, items: Sequence[Item]) -> None:
         """``put_history`` for a caller without an event loop."""
         asyncio.run(self.put_history(items))
+
+    def write_candles(self, items: Sequence[CandleItem]) -> None:
+        """``put_candles`` for a caller without an event loop."""
+        asyncio.run(self.put_candles(items))
 
     def update_latest(self, updates: Sequence[LatestUpdate]) -> None:
         """``put_latest`` for a caller without an event loop; raises the first refusal."""
@@ -136,15 +159,18 @@ class DynamoDbWriter:
 
     # -- one AWS call each ---------------------------------------------------------------
 
-    def batch_write(self, items: Sequence[Item]) -> list[Item]:
-        """One BatchWriteItem of at most 25 puts; returns the items DynamoDB left unprocessed."""
+    def batch_write(self, items: Sequence[AnyItem], table: str | None = None) -> list[AnyItem]:
+        """One BatchWriteItem of at most 25 puts into ``table`` (default: the history table);
+        returns the items DynamoDB left unprocessed."""
+        name = table or self._history_table
         response = self._call(
             self._dynamodb.batch_write_item,
-            RequestItems={self._history_table: [{"PutRequest": {"Item": i}} for i in items]},
+            RequestItems={name: [{"PutRequest": {"Item": i}} for i in items]},
         )
-        unprocessed = response.get("UnprocessedItems", {}).get(self._history_table, [])
-        left = [request["PutRequest"]["Item"] for request in unprocessed]
-        self._metrics.inc(Counters.DYNAMODB_ITEMS_WRITTEN, len(items) - len(left))
+        unprocessed = response.get("UnprocessedItems", {}).get(name, [])
+        left: list[AnyItem] = [request["PutRequest"]["Item"] for request in unprocessed]
+        written = Counters.DYNAMODB_ITEMS_WRITTEN if table is None else Counters.CANDLES_WRITTEN
+        self._metrics.inc(written, len(items) - len(left))
         return left
 
     def update(self, update: LatestUpdate) -> bool:
@@ -171,12 +197,14 @@ class DynamoDbWriter:
 
     # -- retries -------------------------------------------------------------------------
 
-    async def _put_chunk(self, items: list[Item], deadline: float) -> None:
+    async def _put_chunk(
+        self, items: Sequence[AnyItem], deadline: float, table: str | None = None
+    ) -> None:
         pending = items
         attempt = 0
         while pending:
             pending = await self._retrying(
-                partial(self.batch_write, pending), "BatchWriteItem", deadline
+                partial(self.batch_write, pending, table), "BatchWriteItem", deadline
             )
             if pending:
                 # DynamoDB's advice for UnprocessedItems: back off exponentially, then resend.
@@ -253,6 +281,9 @@ class ThreadedDynamoDbSink:
     async def put_history(self, items: Sequence[Item]) -> None:
         await self._pool.run(self._writer.write_history, items)
 
+    async def put_candles(self, items: Sequence[CandleItem]) -> None:
+        await self._pool.run(self._writer.write_candles, items)
+
     async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]:
         try:
             await self._pool.run(self._writer.update_latest, updates)
@@ -282,6 +313,7 @@ class MemoryDynamoDbWriter:
         self._lock = threading.Lock()
         self.history: dict[tuple[str, str], Item] = {}
         self.latest: dict[str, Item] = {}
+        self.candles: dict[tuple[str, int], CandleItem] = {}
 
     def write_history(self, items: Sequence[Item]) -> None:
         """Store each item under its key, replacing what was there."""
@@ -290,6 +322,14 @@ class MemoryDynamoDbWriter:
             for item in items:
                 self.history[history_key(item)] = dict(item)
         self._count(Counters.DYNAMODB_ITEMS_WRITTEN, len(items))
+
+    def write_candles(self, items: Sequence[CandleItem]) -> None:
+        """Store each candle under its (symbol, open_time), replacing what was there."""
+        require_unique_candles(items)
+        with self._lock:
+            for item in items:
+                self.candles[candle_key(item)] = dict(item)
+        self._count(Counters.CANDLES_WRITTEN, len(items))
 
     def update_latest(self, updates: Sequence[LatestUpdate]) -> None:
         """Apply each update only if the stored row is missing or older."""

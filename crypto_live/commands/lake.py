@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         choices=("compact", "candles", "report"),
-        help="compact: raw -> parquet/; candles: parquet/ -> candles_1m/; report: -> reports/",
+        help="compact: raw -> parquet/; candles: raw klines + parquet/ -> candles_1m/; "
+        "report: -> reports/",
     )
     parser.add_argument(
         "--from",
@@ -47,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="lake_slack_hours",
         metavar="N",
         type=int,
-        help="compact: how many hour folders either side may hold an hour's events "
-        f"(LAKE_SLACK_HOURS, default {DEFAULT_SLACK_HOURS})",
+        help="compact, candles: how many raw hour folders either side may hold an hour's "
+        f"events or klines (LAKE_SLACK_HOURS, default {DEFAULT_SLACK_HOURS})",
     )
     parser.add_argument(
         "--force", action="store_true", help="report: write it again even when present"
@@ -145,9 +146,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 result = run_compact(store, raw, hours, slack, progress)
             else:
                 from crypto_live.lake.jobs.candles import run_candles
+                from crypto_live.lake.klines import DEFAULT_KLINES_PREFIX
 
                 hours = hour_range(args.start, args.end, args.date, now, DEFAULT_HOURS)
-                result = run_candles(store, hours, progress)
+                # The S3 consumer's kline prefix (S3_KLINES_DIR_PATH) once Settings has it.
+                klines = getattr(settings, "s3_klines_dir_path", DEFAULT_KLINES_PREFIX)
+                result = run_candles(store, hours, progress, klines_prefix=klines, slack=slack)
     except (BotoCoreError, ClientError) as err:
         raise LakeError(f"lake {args.action} on s3://{settings.s3_bucket}: {err}") from err
     finally:

@@ -2,7 +2,8 @@
 
 Opening and closing price are the first and last traded price of the UTC day, min and max the
 extremes of the traded prices, volumes the sums of the candles' volumes, and the change is
-against the previous day's closing price (the last price before midnight).
+against the previous day's closing price (the last price before midnight). ``updates`` counts
+the day's miniTicker updates, which the fold is told apart from the candles.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
-from typing import Final
-
-from crypto_live.lake.candles import Candle
+from typing import Final, Protocol
 
 PERCENT_PLACES: Final = Decimal("0.0001")
 AMOUNT_PLACES: Final = Decimal("0.00000001")  # Binance's eight decimals
@@ -61,19 +60,38 @@ def change_pct(close: Decimal, previous_close: Decimal | None) -> Decimal | None
         return change.quantize(PERCENT_PLACES, rounding=ROUND_HALF_EVEN)
 
 
+class MinuteBar(Protocol):
+    """What the fold reads of a 1-minute candle (exact or approximated)."""
+
+    @property
+    def open(self) -> Decimal: ...
+    @property
+    def close(self) -> Decimal: ...
+    @property
+    def high(self) -> Decimal: ...
+    @property
+    def low(self) -> Decimal: ...
+    @property
+    def base_volume(self) -> Decimal: ...
+    @property
+    def quote_volume(self) -> Decimal: ...
+    @property
+    def open_time(self) -> int: ...
+
+
 class DayFold:
     """Candles of one symbol and day, added in time order, folded into a DailyRow."""
 
     def __init__(self, day: date, symbol: str) -> None:
         self.day = day
         self.symbol = symbol
-        self._first: Candle | None = None
-        self._last: Candle | None = None
+        self._first: MinuteBar | None = None
+        self._last: MinuteBar | None = None
         self._low = self._high = Decimal(0)
         self._base = self._quote = Decimal(0)
         self._updates = 0
 
-    def add(self, candles: Iterable[Candle]) -> None:
+    def add(self, candles: Iterable[MinuteBar]) -> None:
         for candle in candles:
             if self._last is not None and candle.open_time <= self._last.open_time:
                 raise ValueError(f"{self.symbol}: candles must ascend ({candle.open_time})")
@@ -85,7 +103,10 @@ class DayFold:
             self._high = max(self._high, candle.high)
             self._base += candle.base_volume
             self._quote += candle.quote_volume
-            self._updates += candle.updates
+
+    def add_updates(self, count: int) -> None:
+        """Count ``count`` more miniTicker updates of the day."""
+        self._updates += count
 
     def row(self, previous_close: Decimal | None) -> DailyRow | None:
         """The day's row; None when the symbol had no update that day."""

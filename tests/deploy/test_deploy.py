@@ -28,6 +28,7 @@ from core.aws import AwsClients
 from core.health import DEFAULT_PORTS
 from core.settings import Settings, load_settings
 from crypto_live.exchange.price_walk import generate_symbols
+from crypto_live.lake.klines import DEFAULT_KLINES_PREFIX
 from crypto_live.provision import DEFAULT_STREAMS, TTL_ATTRIBUTE, provision
 from crypto_live.up import sim_streams
 from producer.service import DEAD_LETTER_SOURCE
@@ -624,9 +625,10 @@ def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any])
 def test_scheduled_jobs_roles_reach_only_their_own_resources(template: dict[str, Any]) -> None:
     outputs = ("parquet", "candles_1m", "reports", "meta/manifests")
     jsonl = _default("s3_jsonl_dir_path")
+    klines = DEFAULT_KLINES_PREFIX  # `lake candles` reads the raw kline lake too
     assert _grants(template, "LakeTaskRole") == {
         ("s3:ListBucket", "Bucket"),
-        *{("s3:GetObject", f"Bucket/{prefix}/*") for prefix in (jsonl, *outputs)},
+        *{("s3:GetObject", f"Bucket/{prefix}/*") for prefix in (jsonl, klines, *outputs)},
         *{(f"s3:{verb}Object", f"Bucket/{p}/*") for p in outputs for verb in ("Put", "Delete")},
     }
     assert _grants(template, "OrdersTaskRole") == {

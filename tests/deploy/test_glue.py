@@ -1,8 +1,8 @@
 """The Athena catalog of deploy/cloudformation.yaml against what the lake jobs really write.
 
-The jobs run on a small data set in moto (raw JSONL in the S3 consumer's own format, then
-compact, candles, report); every object under each Glue table's location is then checked:
-its key matches the table's ``storage.location.template`` with values its partition
+The jobs run on a small data set in moto (raw miniTicker and kline JSONL in the S3 consumer's
+own format, then compact, candles, report); every object under each Glue table's location is
+then checked: its key matches the table's ``storage.location.template`` with values its partition
 projection allows, its columns and types are the table's (Parquet read as a pyarrow dataset
 with hive partitioning, raw JSONL line by line), and a column also present as a partition key
 holds the key's value.
@@ -28,11 +28,13 @@ from crypto_live.lake.arrow import pa, pq
 from crypto_live.lake.jobs.candles import run_candles
 from crypto_live.lake.jobs.compact import run_compact
 from crypto_live.lake.jobs.report import run_report
+from crypto_live.lake.klines import DEFAULT_KLINES_PREFIX
 from crypto_live.lake.layout import orders_keys, raw_folder
 from crypto_live.lake.parquet import to_parquet
 from crypto_live.lake.store import S3LakeStore
 from crypto_live.provision import provision
 from schemas.record import FIELD_ORDER, iso_timestamp
+from tests.crypto_live.lake.kline_records import gz_lines, kline
 from tests.deploy.test_deploy import load_template
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -42,6 +44,7 @@ H0 = 1_795_392_000_000 // MS_PER_HOUR - 2  # 2026-11-22T22: the data crosses a m
 HOURS = range(H0, H0 + 4)
 EVERY_S = 20
 RAW_PREFIX = "batch_jsonl"
+KLINES_PREFIX = DEFAULT_KLINES_PREFIX
 ARROW_TO_GLUE = {"string": "string", "int64": "bigint", "int32": "int", "date32[day]": "date"}
 JSON_TO_GLUE = {str: "string", int: "bigint", float: "double", bool: "boolean"}
 # The orders snapshot as the issue documents it, written here until its writer lands.
@@ -191,6 +194,29 @@ def write_raw(aws: AwsClients, bucket: str, symbols: list[str]) -> int:
     return count
 
 
+def write_klines(aws: AwsClients, bucket: str, symbols: list[str]) -> int:
+    """Closed klines of every third minute in the S3 consumer's kline layout (filed by the hour
+    they arrive: a minute 59 in the next hour's folder); the other minutes stay approximated."""
+    by_folder: dict[int, list[dict[str, Any]]] = {}
+    for hour in HOURS:
+        for minute in range(0, 60, 3 if hour % 2 else 59):  # 20, or 2 (00, 59), per hour
+            open_time = hour * MS_PER_HOUR + minute * 60_000
+            arrival = (open_time + 60_000) // MS_PER_HOUR
+            for symbol in symbols:
+                ohlc = ("100.5", "137", "99.25", "101")
+                row = kline(symbol, open_time, ohlc, "2.5", "260", minute + 1)
+                by_folder.setdefault(arrival, []).append(row)
+    for folder, rows in by_folder.items():
+        aws.s3.put_object(
+            Bucket=bucket,
+            Key=f"{raw_folder(KLINES_PREFIX, folder)}shardId-000000000001-{folder}-0.jsonl.gz",
+            Body=gz_lines(rows),
+            ContentType="application/x-ndjson",
+            ContentEncoding="gzip",
+        )
+    return sum(len(rows) for rows in by_folder.values())
+
+
 def write_orders(store: S3LakeStore, symbols: list[str]) -> int:
     """A snapshot of orders per symbol in the documented layout and columns."""
     day = date(2026, 11, 23)
@@ -233,6 +259,7 @@ def lake(aws_settings: Settings, aws: AwsClients, tmp_path: Path) -> Iterator[di
     tables = glue_tables(bucket)
     symbols = tables["candles_1m"]["Parameters"]["projection.symbol.values"].split(",")[:2]
     raw = write_raw(aws, bucket, symbols)
+    klines = write_klines(aws, bucket, symbols)
     store = S3LakeStore(aws.s3, bucket)
     results = [run_compact(store, RAW_PREFIX, HOURS), run_candles(store, HOURS)]
     results += [run_report(store, date(2026, 11, 22)), run_report(store, date(2026, 11, 23))]
@@ -244,7 +271,7 @@ def lake(aws_settings: Settings, aws: AwsClients, tmp_path: Path) -> Iterator[di
         "tables": tables,
         "root": root,
         "keys": keys,
-        "rows": {"raw": raw, "orders": orders},
+        "rows": {"raw": raw, "klines": klines, "orders": orders},
         "results": results,
         "symbols": symbols,
     }
@@ -351,6 +378,13 @@ def test_candles_table_reads_the_candles(lake: dict[str, Any]) -> None:
     candles = lake["results"][1]
     rows = check_parquet_table(lake, "candles_1m")
     assert rows == candles.rows_out == 60 * len(HOURS) * len(lake["symbols"])
+    files = table_files(lake, "candles_1m")
+    data = pa.concat_tables([pq.read_table(lake["root"] / key) for key in sorted(files)])
+    sources = data["source"].to_pylist()
+    assert sources.count("kline") == lake["rows"]["klines"]
+    assert sources.count("miniticker-approximation") == rows - lake["rows"]["klines"]
+    known = [trades is not None for trades in data["trades"].to_pylist()]
+    assert known == [source == "kline" for source in sources]  # unknown when approximated
 
 
 def test_report_table_reads_the_reports_and_not_their_csv(lake: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 from crypto_live.lake.arrow import pa
-from crypto_live.lake.candles import Candle
 from crypto_live.lake.jobs import (
     JobProgress,
     JobResult,
@@ -23,9 +22,10 @@ from crypto_live.lake.jobs import (
     write_outputs,
 )
 from crypto_live.lake.jobs.candles import JOB as CANDLES_JOB
-from crypto_live.lake.jobs.candles import candles_of
+from crypto_live.lake.jobs.candles import UPDATES_STAT, candles_of
 from crypto_live.lake.layout import hours_of_day, report_keys, symbol_of_key
 from crypto_live.lake.manifest import ManifestBook, UnitRecord, fingerprint
+from crypto_live.lake.minute_candles import MinuteCandle
 from crypto_live.lake.parquet import to_parquet
 from crypto_live.lake.reader import DECIMAL_TYPE
 from crypto_live.lake.report import COLUMNS, DailyRow, DayFold, to_csv
@@ -73,12 +73,24 @@ def _hour_files(book: ManifestBook, day: date) -> dict[str, list[str]]:
     return files
 
 
+def _day_updates(book: ManifestBook, day: date) -> dict[str, int]:
+    """symbol -> the day's miniTicker updates, as the candles job counted them per hour."""
+    updates: dict[str, int] = {}
+    for hour in hours_of_day(day):
+        unit = book.hour(hour)
+        for name, count in unit.stats.items() if unit else ():
+            if name.startswith(UPDATES_STAT):
+                symbol = name.removeprefix(UPDATES_STAT)
+                updates[symbol] = updates.get(symbol, 0) + count
+    return updates
+
+
 def _day_inputs(book: ManifestBook, day: date) -> list[Any]:
     units = [book.hour(hour) for hour in hours_of_day(day)]
-    return [dict(unit.outputs) if unit else None for unit in units]
+    return [dict(unit.outputs) if unit else None for unit in units] + [_day_updates(book, day)]
 
 
-def _candles(store: LakeStore, key: str) -> list[Candle]:
+def _candles(store: LakeStore, key: str) -> list[MinuteCandle]:
     return candles_of(read_parquet(store, key))
 
 
@@ -111,6 +123,7 @@ def run_report(
             result.stale.append(day.isoformat())
         return result
     files = _hour_files(upstream, day)
+    updates = _day_updates(upstream, day)
     previous = _hour_files(upstream, previous_day)
     progress.start(f"report {day}", len(files))
     rows: list[DailyRow] = []
@@ -120,6 +133,7 @@ def run_report(
             candles = _candles(store, key)
             result.rows_in += len(candles)
             fold.add(candles)
+        fold.add_updates(updates.get(symbol, 0))
         row = fold.row(_previous_close(store, previous.get(symbol)))
         if row is not None:
             rows.append(row)

@@ -24,6 +24,8 @@ def test_day_fold_by_hand() -> None:
     fold.add([candle(0, "3500", "3510", "3512", "3499", "1.5", "5250", 3)])
     fold.add([candle(61, "3510", "3480.5", "3515", "3470", "2", "6990", 2)])
     fold.add([candle(1439, "3481", "3490", "3525.25", "3481", "0.25", "872.5", 1)])
+    fold.add_updates(4)  # the updates are counted apart from the candles (candle rows lack them)
+    fold.add_updates(2)
     row = fold.row(previous_close=D("3400"))
     assert row is not None
     assert (row.open_price, row.close_price) == (D("3500"), D("3490"))
@@ -55,6 +57,7 @@ def test_candles_must_ascend() -> None:
 def test_csv_is_exact_fixed_point_text() -> None:
     fold = DayFold(DAY, "ETHUSDT")
     fold.add([candle(0, "0.00002400", "0.00002410", "0.00002420", "0.00000001", "0", "0E-8", 2)])
+    fold.add_updates(2)
     row = fold.row(previous_close=None)
     assert row is not None
     assert to_csv([row]).decode() == (

@@ -43,15 +43,17 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 async def publish_records(
     writer: StreamWriter, records: Iterable[Mapping[str, Any]], grace_seconds: float = 60.0
 ) -> None:
-    """Put already-valid records into the stream as the producer does (Avro, KPL aggregates):
-    for replays from the archive, tools and tests. Raises if any are left undelivered."""
+    """Put already-valid records into the stream as the producer does (Avro by the schema of
+    each record's type, KPL aggregates): for replays from the archive, tools and tests. Raises
+    if any are left undelivered."""
+    from producer.encoding import RecordEncoder
     from schemas.codec import default_codec
 
-    codec = default_codec()
+    encoder = RecordEncoder(default_codec())
     publisher = Publisher(writer, Metrics("publish"))
     await publisher.start()
     for record in records:
-        await publisher.add(str(record["symbol"]), codec.encode(record))
+        await publisher.add(str(record["symbol"]), encoder.encode(record))
     undelivered = await publisher.close(grace_seconds)
     if undelivered:
         reasons = sorted({item.reason for item in undelivered})

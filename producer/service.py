@@ -23,6 +23,7 @@ from core.health import Health
 from core.metrics import Counters, Gauges, Metrics
 from core.threads import DEAD_LETTERS, POOL_SIZES, DaemonThreadPool
 from producer.aggregation import RecordTooLargeError
+from producer.encoding import RecordEncoder
 from producer.publisher import Publisher
 from producer.source import WireMessage
 from producer.validation import ARRAY_STREAM, Rejected, validate_message
@@ -110,7 +111,8 @@ class ProducerService:
     ) -> None:
         self._source = source
         self._publisher = publisher
-        self._codec = codec
+        # Each record by the codec of its type (miniTicker, kline); one stream carries both.
+        self._encoders = RecordEncoder(codec).by_event_type
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._queue: asyncio.Queue[tuple[Any, int]] = asyncio.Queue(queue_size)
@@ -294,7 +296,7 @@ class ProducerService:
             await self._reject(_dead_letter_raw(message, reject), reject.reason, received_at)
         for record in records:
             try:
-                data = self._codec.encode(record)
+                data = self._encoders[record["event_type"]](record)
                 await self._publisher.add(record["symbol"], data)
             except (EncodeError, RecordTooLargeError) as err:
                 await self._reject(json.dumps(record).encode(), str(err), received_at)

@@ -1,38 +1,34 @@
-"""Turn one Binance combined-stream websocket message into MiniTicker records and rejects."""
+"""Turn one Binance combined-stream websocket message into records (MiniTicker, or Kline for a
+``<symbol>@kline_1m`` stream, see kline_validation) and rejects."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
+from producer.kline_validation import kline_stream, validate_kline
+from producer.payload_rules import DECIMAL, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+from producer.payload_rules import decimal_match as _decimal_match
+from producer.payload_rules import kind as _kind
+from producer.payload_rules import remember as _remember
+from producer.payload_rules import short as _short
+from producer.payload_rules import symbol_match as _symbol_match
+from schemas.kline import Kline
 from schemas.record import MiniTicker, iso_timestamp
 
 EVENT_TYPE: Final = "24hrMiniTicker"
 ARRAY_STREAM: Final = "!miniTicker@arr"
 STREAM_SUFFIX: Final = "@miniTicker"
 
-# 2017-01-01T00:00:00Z and 2101-01-01T00:00:00Z in epoch ms: event times in years 2017..2100.
-MIN_EVENT_TIME_MS: Final = 1_483_228_800_000
-MAX_EVENT_TIME_MS: Final = 4_133_980_800_000
-
 # Order is Binance key -> field; checked in this order so reasons are deterministic.
 _DECIMAL_KEYS: Final = ("c", "o", "h", "l", "v", "q")
 _REQUIRED_KEYS: Final = ("e", "E", "s", *_DECIMAL_KEYS)
 
-# [0-9] rather than \d: \d also matches non-ASCII digits such as '٣'.
-_DECIMAL: Final = r"[0-9]{1,20}(?:\.[0-9]{1,18})?"
-_decimal_match: Final = re.compile(_DECIMAL).fullmatch
 # One regex call for all six decimals on the hot path; '|' cannot occur in a valid decimal.
-_six_decimals_match: Final = re.compile(r"\|".join([_DECIMAL] * 6)).fullmatch
-_symbol_match: Final = re.compile(r"[A-Z0-9]{1,20}").fullmatch
+_six_decimals_match: Final = re.compile(r"\|".join([DECIMAL] * 6)).fullmatch
 _stream_match: Final = re.compile(r"([A-Za-z0-9]{1,20})@miniTicker").fullmatch
-
-_T = TypeVar("_T")
-
-_CACHE_LIMIT: Final = 4096
-_REASON_VALUE_CHARS: Final = 40
 
 # stream name -> (expected symbol upper-case, normalised stream_type); streams repeat.
 _stream_cache: dict[str, tuple[str, str]] = {}
@@ -56,9 +52,11 @@ class UnparsedMessage:
     error: str
 
 
-def validate_message(
-    message: object, received_at_us: int
-) -> tuple[list[MiniTicker], list[Rejected]]:
+MarketRecord = MiniTicker | Kline
+Validated = tuple[list[MarketRecord], list[Rejected]]
+
+
+def validate_message(message: object, received_at_us: int) -> Validated:
     """Validate one combined-stream message; return its records and its rejects."""
     if type(message) is dict:
         stream = message.get("stream")
@@ -66,6 +64,10 @@ def validate_message(
         if type(stream) is str and type(data) is dict:
             known = _stream_cache.get(stream)
             if known is None:
+                # Not a miniTicker stream seen before: klines (and first sightings) only.
+                kline = kline_stream(stream)
+                if kline is not None:
+                    return _kline_result(message, data, received_at_us, kline)
                 known = _parse_stream(stream)
             if known is not None:
                 result = _validate_payload(data, received_at_us, known[0], known[1])
@@ -75,7 +77,7 @@ def validate_message(
     return _validate_slow(message, received_at_us)
 
 
-def _validate_slow(message: object, received_at_us: int) -> tuple[list[MiniTicker], list[Rejected]]:
+def _validate_slow(message: object, received_at_us: int) -> Validated:
     """Handle everything but a well-formed single-symbol envelope: arrays and rejects."""
     if isinstance(message, UnparsedMessage):
         return [], [Rejected(_to_bytes(message.raw), f"malformed JSON: {message.error}")]
@@ -92,11 +94,14 @@ def _validate_slow(message: object, received_at_us: int) -> tuple[list[MiniTicke
             reason = f"field 'data' is not an array: {_kind(data)}"
             return [], [Rejected(_dump(message), reason)]
         return _validate_array(data, received_at_us)
-    known = _parse_stream(stream)
-    if known is None:
+    kline, known = kline_stream(stream), _parse_stream(stream)
+    if kline is None and known is None:
         return [], [Rejected(_dump(message), f"unsupported stream {_short(stream)}")]
     if not isinstance(data, dict):
         return [], [Rejected(_dump(message), f"field 'data' is not an object: {_kind(data)}")]
+    if kline is not None:
+        return _kline_result(message, data, received_at_us, kline)
+    assert known is not None
     # A dict subclass lands here; it is valid JSON data all the same.
     result = _validate_payload(data, received_at_us, known[0], known[1])
     if isinstance(result, str):
@@ -104,11 +109,19 @@ def _validate_slow(message: object, received_at_us: int) -> tuple[list[MiniTicke
     return [result], []
 
 
-def _validate_array(
-    elements: list[Any], received_at_us: int
-) -> tuple[list[MiniTicker], list[Rejected]]:
+def _kline_result(
+    message: dict[str, Any], data: dict[str, Any], received_at_us: int, stream: tuple[str, str]
+) -> Validated:
+    """The record or reject of one message of a ``<symbol>@kline_1m`` stream."""
+    result = validate_kline(data, received_at_us, stream[0], stream[1])
+    if isinstance(result, str):
+        return [], [Rejected(_dump(message), result)]
+    return [result], []
+
+
+def _validate_array(elements: list[Any], received_at_us: int) -> Validated:
     """Validate each element of a !miniTicker@arr message on its own."""
-    records: list[MiniTicker] = []
+    records: list[MarketRecord] = []
     rejects: list[Rejected] = []
     for element in elements:
         if not isinstance(element, dict):
@@ -207,14 +220,6 @@ def _parse_stream(stream: str) -> tuple[str, str] | None:
     return _remember(_stream_cache, stream, parsed)
 
 
-def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:
-    """Store value in a bounded cache; clearing when full keeps memory flat on odd input."""
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
 def _dump(value: object) -> bytes:
     """Serialise a parsed message compactly; fall back to repr for what JSON cannot hold."""
     try:
@@ -226,28 +231,3 @@ def _dump(value: object) -> bytes:
 def _to_bytes(raw: str | bytes) -> bytes:
     """Return raw frame bytes; text frames are encoded as UTF-8."""
     return raw if isinstance(raw, bytes) else raw.encode(errors="backslashreplace")
-
-
-def _kind(value: object) -> str:
-    """Name a value's JSON type for a reject reason."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _short(value: object) -> str:
-    """repr a value, cut so a hostile payload cannot bloat the reason."""
-    text = repr(value)
-    if len(text) > _REASON_VALUE_CHARS:
-        return text[: _REASON_VALUE_CHARS - 3] + "..."
-    return text

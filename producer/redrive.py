@@ -113,7 +113,8 @@ def check_from_us(
             times = [received_at]
             try:
                 for _, data in split(entry):
-                    times.append(int(codec.decode(data)["received_at"]))
+                    # Any type the stream carries (miniTicker, kline) has a received_at.
+                    times.append(int(codec.decode_typed(data)[1]["received_at"]))
             except (ValueError, KeyError, TypeError, DecodeError):
                 pass  # what cannot be read is put again unchecked (see plan_redrive)
             first = min(times)

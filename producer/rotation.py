@@ -44,7 +44,9 @@ def event_key(parsed: Any) -> Hashable | None:
     """(stream, event time) of a combined-stream frame; None when it has none (never deduped).
 
     An all-market array carries one event per symbol: its key is the stream with every
-    (symbol, event time) pair in it.
+    (symbol, event time) pair in it. A kline event adds its candle's open time and closed
+    flag: one event time may carry the minute that just closed and the next one's first kline
+    (or several closed minutes, after a stall), which are different events.
     """
     if not isinstance(parsed, dict):
         return None
@@ -53,13 +55,29 @@ def event_key(parsed: Any) -> Hashable | None:
         return None
     if isinstance(data, dict):
         event_time = data.get("E")
-        return (stream, event_time) if isinstance(event_time, int) else None
+        if not isinstance(event_time, int):
+            return None
+        kline = data.get("k")
+        if kline is None:
+            return (stream, event_time)
+        open_time = kline.get("t") if isinstance(kline, dict) else None
+        closed = kline.get("x") if isinstance(kline, dict) else None
+        if type(open_time) is int and type(closed) is bool:
+            return (stream, event_time, open_time, closed)
+        return None  # a malformed kline: never deduplicated away
     if isinstance(data, list) and data:
         pairs = tuple(
-            (item.get("s"), item.get("E")) if isinstance(item, dict) else None for item in data
+            (_hashable(item.get("s")), _hashable(item.get("E"))) if isinstance(item, dict) else None
+            for item in data
         )
         return (stream, pairs)
     return None
+
+
+def _hashable(value: object) -> Hashable:
+    """A JSON scalar as it is; anything else (a list, an object) by its repr, so a malformed
+    element cannot make the key unhashable."""
+    return value if value is None or isinstance(value, str | int | float) else repr(value)
 
 
 class OverlapFilter:

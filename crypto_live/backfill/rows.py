@@ -12,10 +12,11 @@ from typing import Any, Final
 
 from crypto_live.backfill import BackfillError
 from crypto_live.backfill.minutes import MS_PER_MINUTE
+from schemas.kline import EVENT_TYPE, INTERVAL, STREAM_SUFFIX, Kline
 from schemas.record import iso_timestamp
 
-INTERVAL: Final = "1m"
-STREAM_SUFFIX: Final = "@kline_1m"
+__all__ = ["INTERVAL", "SOURCE", "kline_record", "stream_type"]
+
 SOURCE: Final = "backfill"
 _ROW_FIELDS: Final = 11  # the twelfth ("ignore") is not needed
 _DECIMAL: Final = re.compile(r"[0-9]{1,30}(\.[0-9]{1,20})?")
@@ -37,7 +38,7 @@ def stream_type(symbol: str) -> str:
     return symbol.lower() + STREAM_SUFFIX
 
 
-def kline_record(symbol: str, row: Sequence[Any], received_at_us: int) -> dict[str, Any]:
+def kline_record(symbol: str, row: Sequence[Any], received_at_us: int) -> Kline:
     """The closed Kline record of one 1-minute REST row; BackfillError for a malformed row."""
     if not isinstance(row, Sequence) or isinstance(row, str) or len(row) < _ROW_FIELDS:
         raise BackfillError(f"Binance sent a malformed kline row for {symbol}: {row!r:.120}")
@@ -49,17 +50,7 @@ def kline_record(symbol: str, row: Sequence[Any], received_at_us: int) -> dict[s
             f"Binance sent a kline of {symbol} that is not one whole minute: "
             f"{open_time}..{close_time}"
         )
-    record: dict[str, Any] = {
-        "event_type": "kline",
-        "event_time": close_time + 1,
-        "stream_type": stream_type(symbol),
-        "symbol": symbol,
-        "interval": INTERVAL,
-        "open_time": open_time,
-        "close_time": close_time,
-        "first_trade_id": -1,
-        "last_trade_id": -1,
-    }
+    decimals: dict[str, str] = {}
     for index, field in _DECIMALS.items():
         value = row[index]
         if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
@@ -67,12 +58,28 @@ def kline_record(symbol: str, row: Sequence[Any], received_at_us: int) -> dict[s
                 f"Binance sent a kline of {symbol} at {open_time} whose {field} is not a "
                 f"decimal string: {value!r:.40}"
             )
-        record[field] = value
-    record.update(
+        decimals[field] = value
+    return Kline(
+        event_type=EVENT_TYPE,
+        event_time=close_time + 1,
+        stream_type=stream_type(symbol),
+        symbol=symbol,
+        interval=INTERVAL,
+        open_time=open_time,
+        close_time=close_time,
+        first_trade_id=-1,
+        last_trade_id=-1,
+        open_price=decimals["open_price"],
+        close_price=decimals["close_price"],
+        high_price=decimals["high_price"],
+        low_price=decimals["low_price"],
+        base_volume=decimals["base_volume"],
+        quote_volume=decimals["quote_volume"],
         trades=trades,
         closed=True,
+        taker_buy_base_volume=decimals["taker_buy_base_volume"],
+        taker_buy_quote_volume=decimals["taker_buy_quote_volume"],
         source=SOURCE,
         iso_timestamp=iso_timestamp(close_time + 1),
         received_at=received_at_us,
     )
-    return record

@@ -26,6 +26,7 @@ from crypto_live.backfill.publish import KlinePublisher
 from crypto_live.backfill.rows import kline_record
 from crypto_live.orders.binance_api import ApiCredentials, binance_client
 from producer.kinesis import KinesisStreamWriter
+from schemas.kline import Kline
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,9 @@ def closed_only(ranges: Sequence[MinuteRange], now_ms: int) -> list[MinuteRange]
 
 def kept_rows(
     symbol: str, page: Page, rows: Sequence[Sequence[Any]], now_ms: int, received_at_us: int
-) -> list[dict[str, Any]]:
+) -> list[Kline]:
     """The records of a page's rows that are wanted and closed, once per open time."""
-    records: dict[int, dict[str, Any]] = {}
+    records: dict[int, Kline] = {}
     for row in rows:
         record = kline_record(symbol, row, received_at_us)
         open_time = record["open_time"]

@@ -77,6 +77,16 @@ def provision(settings: Settings, clients: AwsClients, timeout: float = 60.0) ->
             numbers=("orderId",),
         ),
     )
+    report.add(
+        f"dynamodb:{settings.dynamo_candles_table_name}",
+        _table(
+            clients,
+            settings.dynamo_candles_table_name,
+            [("symbol", "HASH"), ("open_time", "RANGE")],
+            ttl=False,  # closed 1-minute candles are kept (gap detection reads them)
+            numbers=("open_time",),
+        ),
+    )
     report.add(f"s3:{settings.s3_bucket}", _bucket(settings, clients))
     report.add(
         f"secret:{settings.binance_websocket_secret}",

@@ -24,6 +24,7 @@ def test_provision_creates_everything_then_is_idempotent(
             "dynamodb:crypto-live-miniticker",
             "dynamodb:crypto-live-ticker-latest",
             "dynamodb:crypto-live-orders",
+            "dynamodb:crypto-live-candles",
             "s3:crypto-live-bucket",
             "secret:crypto-live.binance_ws",
             "secret:crypto-live.binance_api",
@@ -58,6 +59,17 @@ def test_provision_creates_everything_then_is_idempotent(
         ("symbol", "S"),
         ("orderId", "N"),
     }
+    candles = aws.dynamodb.describe_table(TableName="crypto-live-candles")["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in candles["KeySchema"]] == [
+        ("symbol", "HASH"),
+        ("open_time", "RANGE"),
+    ]
+    assert {(a["AttributeName"], a["AttributeType"]) for a in candles["AttributeDefinitions"]} == {
+        ("symbol", "S"),
+        ("open_time", "N"),
+    }
+    candles_ttl = aws.dynamodb.describe_time_to_live(TableName="crypto-live-candles")
+    assert candles_ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"  # kept
     api = aws.secretsmanager.get_secret_value(SecretId="crypto-live.binance_api")
     assert set(json.loads(api["SecretString"])) == {"api_key", "api_secret"}  # the sim's pair
 

@@ -315,9 +315,9 @@ def test_init_hook_creates_exactly_what_provision_creates(
 ) -> None:
     hook = _hook(moto_endpoint, aws_settings)
     first = hook.run()
-    assert first.count("crypto-live init: created ") == 7, first
+    assert first.count("crypto-live init: created ") == 8, first  # with the candles table
     second = hook.run()  # idempotent: everything is there already
-    assert second.count("crypto-live init: already there: ") == 7, second
+    assert second.count("crypto-live init: already there: ") == 8, second
     from_hook = _snapshot(aws)
     assert provision(aws_settings, aws).created == []  # provision finds all of it
 
@@ -336,6 +336,10 @@ def test_init_hook_creates_exactly_what_provision_creates(
     )
     assert from_hook["tables"][aws_settings.dynamo_latest_table_name]["keys"] == [
         ("symbol", "HASH")
+    ]
+    assert from_hook["tables"][aws_settings.dynamo_candles_table_name]["attributes"] == [
+        ("open_time", "N"),
+        ("symbol", "S"),
     ]
     assert from_hook["buckets"] == {aws_settings.s3_bucket: aws_settings.aws_region}
     secret = from_hook["secrets"][aws_settings.binance_websocket_secret]
@@ -407,6 +411,7 @@ def test_template_creates_what_the_services_expect(template: dict[str, Any]) -> 
     }
     leases = {lease_table_name(load_settings(consumer_app_name=None), kind) for kind in KINDS}
     data = {_default("dynamo_table_name"), _default("dynamo_latest_table_name"), ORDERS_TABLE}
+    data.add(_default("dynamo_candles_table_name"))
     assert set(tables) == data | leases
     for name, table in tables.items():
         assert table["BillingMode"] == "PAY_PER_REQUEST", name
@@ -453,6 +458,26 @@ def test_template_creates_what_the_services_expect(template: dict[str, Any]) -> 
         for target in _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
     }
     assert scaled == {"ConsumerDynamoDbService", "ConsumerS3Service"}
+
+
+def test_template_wires_the_candles_table_and_the_kline_prefix(template: dict[str, Any]) -> None:
+    candles = template["Resources"]["DynamoCandlesTable"]["Properties"]
+    assert candles["TableName"] == _default("dynamo_candles_table_name")
+    assert [(k["AttributeName"], k["KeyType"]) for k in candles["KeySchema"]] == [
+        ("symbol", "HASH"),
+        ("open_time", "RANGE"),
+    ]
+    assert {"AttributeName": "open_time", "AttributeType": "N"} in candles["AttributeDefinitions"]
+    assert "TimeToLiveSpecification" not in candles  # candles are kept
+    envs = {}
+    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+        (container,) = task["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        envs[json.dumps(container["Command"])] = env
+    dynamodb_env = envs[json.dumps(["consume", "dynamodb"])]
+    s3_env = envs[json.dumps(["consume", "s3"])]
+    assert dynamodb_env["DYNAMO_CANDLES_TABLE_NAME"] == {"Ref": "DynamoCandlesTable"}
+    assert s3_env["S3_KLINES_DIR_PATH"] == _default("s3_klines_dir_path")
 
 
 # IAM: every Allow statement of every role. A resource must be a stack resource's ARN: GetAtt
@@ -612,12 +637,14 @@ def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any])
     ) | {
         ("dynamodb:BatchWriteItem", "HistoryTable"),
         ("dynamodb:PutItem", "LatestTable"),
+        ("dynamodb:BatchWriteItem", "DynamoCandlesTable"),
         ("s3:PutObject", f"Bucket/errors/{dynamodb_app}/*"),
     }
     assert _grants(template, "ConsumerS3TaskRole") == read_stream | lease_actions(
         "S3LeaseTable"
     ) | {
         ("s3:PutObject", f"Bucket/{jsonl}/*"),
+        ("s3:PutObject", f"Bucket/{_default('s3_klines_dir_path')}/*"),
         ("s3:PutObject", f"Bucket/errors/{s3_app}/*"),
     }
 

@@ -17,6 +17,7 @@ LATEST_TABLE=${DYNAMO_LATEST_TABLE_NAME:-crypto-live-ticker-latest}
 BUCKET=${S3_BUCKET:-crypto-live-bucket}
 SECRET=${BINANCE_WEBSOCKET_SECRET:-crypto-live.binance_ws}
 ORDERS_TABLE=${DYNAMO_ORDERS_TABLE_NAME:-crypto-live-orders}
+CANDLES_TABLE=${DYNAMO_CANDLES_TABLE_NAME:-crypto-live-candles}
 API_SECRET=${BINANCE_API_SECRET:-crypto-live.binance_api}
 # A placeholder, as provision writes it: the simulated exchange's pair.
 API_SECRET_JSON='{"api_key": "crypto-live-sim-key", "api_secret": "crypto-live-sim-secret"}'
@@ -119,6 +120,7 @@ create_table "$HISTORY_TABLE" stream_type:HASH iso_timestamp:RANGE
 enable_ttl "$HISTORY_TABLE"
 create_table "$LATEST_TABLE" symbol:HASH
 create_table "$ORDERS_TABLE" symbol:HASH orderId:RANGE:N
+create_table "$CANDLES_TABLE" symbol:HASH open_time:RANGE:N  # no TTL: candles are kept
 create_bucket
 create_secret "$SECRET" "$SECRET_JSON"
 create_secret "$API_SECRET" "$API_SECRET_JSON"

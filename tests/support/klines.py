@@ -4,11 +4,22 @@ publish through the real producer path (Avro single-object, KPL aggregation)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
+from consumers.app import (
+    ConsumerKind,
+    app_name,
+    dead_letter_writer,
+    lease_table_name,
+    processor_factory,
+    worker_config,
+)
+from consumers.engine.leases import DynamoLeaseStore
+from consumers.engine.worker import Worker
 from core.aws import AwsClients
+from core.dead_letters import DeadLetter, parse_dead_letter_line
 from core.errors import CryptoLiveError
 from core.metrics import Metrics
 from core.settings import Settings
@@ -143,3 +154,92 @@ def publish_encoded(
 def exact(value: str) -> Decimal:
     """A decimal string as DynamoDB compares Numbers (trailing zeros do not count)."""
     return Decimal(value)
+
+
+def backfilled(record: dict[str, Any]) -> dict[str, Any]:
+    """The same candle as fetched over REST by backfill: no trade ids, another source."""
+    return dict(record, first_trade_id=-1, last_trade_id=-1, source="backfill", received_at=1)
+
+
+def mixed_stream(symbols: Sequence[str], minutes: int) -> list[dict[str, Any]]:
+    """One stream's worth of every type, in publish order: per minute, miniTickers of each
+    symbol interleaved with open klines, the closed klines, a Heartbeat; then an exact resend
+    of one closed kline (a producer retry) and a backfilled copy of another."""
+    from tests.support.pipeline import ticker
+
+    out: list[dict[str, Any]] = []
+    for minute in range(minutes):
+        open_time = BASE_MINUTE_MS + minute * MINUTE_MS
+        for tick in range(3):
+            for i, symbol in enumerate(symbols):
+                at = open_time + tick * 20_000 + i
+                out.append(ticker(symbol, at, f"{65000 + minute}.{tick}{i}000000"))
+                if tick < 2:
+                    out.append(kline(symbol, minute, closed=False, tick=tick))
+        out += [kline(symbol, minute) for symbol in symbols]
+        out.append(heartbeat(symbols[0], open_time + 59_000))
+    out.append(kline(symbols[0], 0))
+    out.append(backfilled(kline(symbols[-1], 1)))
+    return out
+
+
+def closed_candles(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The last closed kline per (symbol, open_time), in publish order: what a sink keeps."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in records:
+        if record.get("interval") and record["closed"]:
+            out[(record["symbol"], record["open_time"])] = record
+    return out
+
+
+def consume_typed(
+    settings: Settings,
+    clients: AwsClients,
+    kind: ConsumerKind,
+    done: Callable[[Metrics], bool],
+    timeout: float = 60,
+) -> Metrics:
+    """One in-process worker of the ``kind`` group, as ``consume <kind>`` wires it but with a
+    codec that also knows Heartbeat (which no sink handles), until ``done(metrics)``."""
+
+    async def run() -> Metrics:
+        metrics = Metrics(f"consumer-{kind}")
+        sink = processor_factory(settings, clients, kind, metrics)
+        worker = Worker(
+            kinesis=clients.kinesis,
+            stream=settings.kinesis_stream_name,
+            leases=DynamoLeaseStore(clients.dynamodb, lease_table_name(settings, kind)),
+            processors=sink.processors,
+            codec=SingleObjectCodec(registry_with_heartbeat()),
+            dead_letters=dead_letter_writer(clients, settings, app_name(settings, kind), metrics),
+            config=worker_config(settings),
+            metrics=metrics,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            async with asyncio.timeout(timeout):
+                while not done(metrics):
+                    await asyncio.sleep(0.2)
+                    if task.done():
+                        task.result()
+        finally:
+            stop.set()
+            await task
+            sink.close()
+        return metrics
+
+    return asyncio.run(run())
+
+
+def dead_letters(clients: AwsClients, bucket: str, source: str) -> list[DeadLetter]:
+    """Every dead letter under errors/{source}/."""
+    out = []
+    pages = clients.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"errors/{source}/"
+    )
+    for page in pages:
+        for obj in page.get("Contents", []):
+            body = clients.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out += [parse_dead_letter_line(line) for line in body.splitlines()]
+    return out

@@ -57,12 +57,22 @@ class BackfillSummary:
 
     def line(self) -> str:
         missing = sum(r.minutes for ranges in self.not_served.values() for r in ranges)
-        return (
-            f"{self.fetched:,} candles fetched, {self.published:,} published, {self.pages:,} "
-            f"pages, {self.retries:,} retries"
-            + (f", {self.pauses:,} weight pauses" if self.pauses else "")
-            + (f"; Binance had no kline for {missing:,} minutes" if missing else "")
-        )
+        parts = [
+            _count(self.fetched, "candle", "candles") + " fetched",
+            f"{self.published:,} published",
+            _count(self.pages, "page", "pages"),
+            _count(self.retries, "retry", "retries"),
+        ]
+        if self.pauses:
+            parts.append(_count(self.pauses, "weight pause", "weight pauses"))
+        text = ", ".join(parts)
+        if missing:
+            text += f"; Binance had no kline for {_count(missing, 'minute', 'minutes')}"
+        return text
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
 
 
 class Progress(Protocol):

@@ -1,4 +1,5 @@
-"""Simulated Binance exchange: miniTicker streams from a seeded random walk, served locally."""
+"""Simulated Binance exchange: miniTicker streams from a seeded random walk, 1-minute kline
+streams and the REST side from deterministic trades, served locally."""
 
 from crypto_live.exchange.price_walk import MarketSimulator, MiniTickerPayload, generate_symbols
 from crypto_live.exchange.server import (

@@ -1,4 +1,5 @@
-"""A local websocket server speaking Binance's market-stream protocol, fed by MarketSimulator."""
+"""A local websocket server speaking Binance's market-stream protocol: miniTicker from
+MarketSimulator, kline_1m from the REST side's TradeModel."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from websockets.http11 import Request, Response
 
 from core.errors import CryptoLiveError
 from crypto_live.exchange.account import SimulatedAccount
+from crypto_live.exchange.kline_frames import KlineStreams
 from crypto_live.exchange.price_walk import MarketSimulator
 from crypto_live.exchange.protocol import (
     ALL_MARKET_STREAM,
-    SYMBOL_STREAM_TYPE,
+    SYMBOL_STREAM_TYPES,
     Subscription,
     TickFrames,
     is_all_market_stream,
@@ -75,7 +77,8 @@ class _Client:
 
 
 class SimulatedExchange:
-    """Binance-compatible combined/raw miniTicker streams on a local port, for offline runs."""
+    """Binance-compatible combined/raw miniTicker and kline_1m streams on a local port, for
+    offline runs."""
 
     def __init__(
         self,
@@ -108,7 +111,7 @@ class SimulatedExchange:
         # A client more than this many ticks behind is dropped instead of buffering without bound.
         self._backlog = max(4, math.ceil(rate_hz * slow_client_seconds))
         self.simulator = MarketSimulator(symbols, seed=seed)
-        self._known_symbols = {symbol.lower() for symbol in self.simulator.symbols}
+        self._known_symbols = {symbol.lower(): symbol for symbol in self.simulator.symbols}
         if rest is None:
             model = TradeModel(seed or 0)
             rest = RestApi(
@@ -118,6 +121,7 @@ class SimulatedExchange:
                 weight_limit=weight_limit,
             )
         self.rest = rest
+        self._klines = KlineStreams(rest.model, self._known_symbols, rest.listed_ms)
         self._server: Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
@@ -210,9 +214,10 @@ class SimulatedExchange:
             stop_waiter.cancel()
 
     def tick(self, now_ms: int | None = None) -> int:
-        """Advance the market one step and queue it to every client; returns frames queued."""
-        payloads = self.simulator.tick(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
-        frames = TickFrames(payloads)
+        """Advance the market one step and queue it to every client; returns frames queued.
+        Kline streams get the minutes closed since the previous tick, then the current one."""
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        frames = TickFrames(self.simulator.tick(now), self._klines.tick(now))
         queued = 0
         for client in list(self._clients):
             batch = frames.frames_for(client.subscription)
@@ -283,7 +288,7 @@ class SimulatedExchange:
     def _is_known(self, stream: str) -> bool:
         symbol, _, stream_type = stream.partition("@")
         return is_all_market_stream(stream) or (
-            stream_type == SYMBOL_STREAM_TYPE and symbol.lower() in self._known_symbols
+            stream_type in SYMBOL_STREAM_TYPES and symbol.lower() in self._known_symbols
         )
 
     async def _handle(self, connection: ServerConnection) -> None:

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from crypto_live.lake import LakeError
 from crypto_live.lake.arrow import pa
 from crypto_live.lake.jobs import (
     JobProgress,
@@ -21,8 +22,8 @@ from crypto_live.lake.jobs import (
     read_parquet,
     write_outputs,
 )
+from crypto_live.lake.jobs.candles import CANDLE_SCHEMA, UPDATES_STAT, candles_of
 from crypto_live.lake.jobs.candles import JOB as CANDLES_JOB
-from crypto_live.lake.jobs.candles import UPDATES_STAT, candles_of
 from crypto_live.lake.layout import hours_of_day, report_keys, symbol_of_key
 from crypto_live.lake.manifest import ManifestBook, UnitRecord, fingerprint
 from crypto_live.lake.minute_candles import MinuteCandle
@@ -91,7 +92,13 @@ def _day_inputs(book: ManifestBook, day: date) -> list[Any]:
 
 
 def _candles(store: LakeStore, key: str) -> list[MinuteCandle]:
-    return candles_of(read_parquet(store, key))
+    table = read_parquet(store, key)
+    if table.schema.names != CANDLE_SCHEMA.names:  # written before the kline columns
+        raise LakeError(
+            f"{key} has the columns of an older `lake candles` ({', '.join(table.schema.names)}):"
+            " run `lake candles` over its day again (--date D) first"
+        )
+    return candles_of(table)
 
 
 def _previous_close(store: LakeStore, files: list[str] | None) -> Decimal | None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 from decimal import Decimal as D
 from typing import Any
 
+import pytest
+
+from crypto_live.lake import LakeError
 from crypto_live.lake.arrow import pa
 from crypto_live.lake.jobs.candles import candles_of, run_candles
 from crypto_live.lake.jobs.compact import run_compact
 from crypto_live.lake.jobs.report import run_report
 from crypto_live.lake.layout import candles_key, raw_folder, report_keys
 from crypto_live.lake.minute_candles import APPROXIMATION, KLINE, MinuteCandle
-from crypto_live.lake.parquet import from_parquet
+from crypto_live.lake.parquet import from_parquet, to_parquet
 from crypto_live.lake.store import MemoryLakeStore
 from tests.crypto_live.lake.kline_records import gz_lines, kline
 from tests.crypto_live.lake.test_jobs import DAY, HD, HOURS, MIDNIGHT, RAW, at, known_lake
@@ -131,3 +134,13 @@ def test_rerunning_changes_nothing_and_a_late_kline_redoes_only_its_hours() -> N
     assert rows_of(store, "BTCUSDT", HD + 2)[0].trades == 9
     assert candles_key("BTCUSDT", HD + 3) not in store.objects  # hours 03, 04: no candles
     assert run_candles(store, HOURS, klines_prefix=KLINES).computed == []
+
+
+def test_a_report_over_candles_of_the_old_format_says_what_to_run() -> None:
+    store = lake_with_klines()
+    run_all(store)
+    key = candles_key("ETHUSDT", HD)
+    old = from_parquet(store.objects[key]).drop_columns(["trades", "source"])
+    store.put(key, to_parquet(old.append_column("updates", pa.array([2, 1, 0]))), "")
+    with pytest.raises(LakeError, match=r"older `lake candles` .*--date D"):
+        run_report(store, DAY, force=True)

@@ -10,7 +10,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from core.aws import AwsClients
 from core.settings import Settings
@@ -20,11 +19,10 @@ from crypto_live.cli import main
 from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.rest import RestApi
 from crypto_live.exchange.trades import TradeModel
-from crypto_live.orders.binance_api import ApiCredentials, binance_client
 from tests.crypto_live.backfill.fakes import FakeClock
 from tests.crypto_live.exchange.loopback import exchange_on_loopback
+from tests.support.candles import rest_klines, stream_klines
 from tests.support.pipeline import provisioned
-from tests.support.stream_klines import stream_klines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 M = MS_PER_MINUTE
@@ -42,15 +40,6 @@ def _rest(clock: Any = None, weight_limit: int = 6_000) -> RestApi:
         listed_ms=now - now % M - 10 * 24 * 3_600_000,
         **options,
     )
-
-
-def rest_klines(url: str, symbol: str, start: int, end: int) -> list[list[Any]]:
-    """What python-binance's own get_historical_klines reads for [start, end)."""
-    no_key = ApiCredentials(SecretStr(""), SecretStr(""))
-    settings = Settings(binance_api_url=url)
-    with binance_client(settings, no_key) as client:
-        rows: list[list[Any]] = client.get_historical_klines(symbol, "1m", start, end - 1)
-    return rows
 
 
 def as_rows(records: list[dict[str, Any]]) -> list[list[Any]]:

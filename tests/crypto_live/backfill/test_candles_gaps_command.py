@@ -5,7 +5,6 @@ exchange's REST, Kinesis, the consumer, and a table equal to the REST candles af
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.rest import RestApi
 from crypto_live.exchange.trades import TradeModel
 from tests.crypto_live.exchange.loopback import exchange_on_loopback
-from tests.support.pipeline import launch_consumer, provisioned, scan_all
-from tests.support.stream_klines import stream_klines
+from tests.support.candles import row_values, stream_klines, table_candles
+from tests.support.pipeline import launch_consumer, provisioned
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 M = MS_PER_MINUTE
@@ -45,23 +44,6 @@ def rest_row(rest: RestApi, symbol: str, open_time: int) -> list[Any]:
     candle = rest.model.candle(symbol, open_time, M, open_time + M)
     assert candle is not None
     return candle.as_binance()
-
-
-def table_rows(aws: AwsClients, table: str) -> dict[tuple[str, int], tuple[Any, ...]]:
-    """The candles table as (symbol, open_time) -> the REST row's values (numbers as Decimal)."""
-    names = ("open_price", "high_price", "low_price", "close_price", "base_volume",
-             "close_time", "quote_volume", "trades", "taker_buy_base_volume",
-             "taker_buy_quote_volume")  # fmt: skip
-    out: dict[tuple[str, int], tuple[Any, ...]] = {}
-    for item in scan_all(aws, table):
-        key = (item["symbol"]["S"], int(item["open_time"]["N"]))
-        assert key not in out
-        out[key] = tuple(Decimal(item[name]["N"]) for name in names)
-    return out
-
-
-def as_values(row: list[Any]) -> tuple[Any, ...]:
-    return tuple(Decimal(str(value)) for value in row[1:11])
 
 
 def cli(settings: Settings, *args: str) -> int:
@@ -121,6 +103,6 @@ def test_gaps_are_listed_then_repaired_through_kinesis_and_the_consumer(
         for k in stream_klines(aws, settings.kinesis_stream_name)
     ]
     assert sorted(published) == [("BTCUSDT", span[i]) for i in MISSING]
-    assert table_rows(aws, table) == {
-        (symbol, t): as_values(rest_row(rest, symbol, t)) for symbol in SYMBOLS for t in span
+    assert table_candles(aws, table) == {
+        (symbol, t): row_values(rest_row(rest, symbol, t)) for symbol in SYMBOLS for t in span
     }

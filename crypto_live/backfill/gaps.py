@@ -82,11 +82,13 @@ def gap_lines(gaps: Sequence[SymbolGaps], max_ranges: int = 50) -> list[str]:
             continue
         lines.append(
             f"{gap.symbol}: {gap.minutes:,} missing of {span.minutes:,} minutes in "
-            f"{span.bounds()}, in {len(gap.missing):,} ranges:"
+            f"{span.bounds()}, in {_count(len(gap.missing), 'range', 'ranges')}:"
         )
         lines.extend(f"  {r.describe()}" for r in gap.missing[:max_ranges])
         if len(gap.missing) > max_ranges:
-            lines.append(f"  ... and {len(gap.missing) - max_ranges:,} more ranges")
+            lines.append(
+                f"  ... and {_count(len(gap.missing) - max_ranges, 'more range', 'more ranges')}"
+            )
     lines.append(total_line(gaps))
     return lines
 
@@ -95,9 +97,14 @@ def total_line(gaps: Sequence[SymbolGaps]) -> str:
     total = sum(g.minutes for g in gaps)
     ranges = sum(len(g.missing) for g in gaps)
     with_gaps = sum(1 for g in gaps if g.missing)
+    symbols = _count(len(gaps), "symbol", "symbols")
     if not total:
-        return f"0 missing closed minutes ({len(gaps)} symbols)"
+        return f"0 missing closed minutes ({symbols})"
     return (
-        f"{total:,} missing closed minutes in {ranges:,} ranges "
-        f"({with_gaps} of {len(gaps)} symbols)"
+        f"{_count(total, 'missing closed minute', 'missing closed minutes')} in "
+        f"{_count(ranges, 'range', 'ranges')} ({with_gaps} of {symbols})"
     )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"

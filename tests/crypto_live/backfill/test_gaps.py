@@ -54,12 +54,13 @@ def test_listing_names_each_range_and_the_total() -> None:
         "ETHUSDT: no missing minute of 60 in 2026-11-18T11:07Z..2026-11-18T12:06Z",
         "4 missing closed minutes in 2 ranges (1 of 2 symbols)",
     ]
-    assert (
-        gap_lines([SymbolGaps("ETHUSDT", span, ())])[-1] == "0 missing closed minutes (1 symbols)"
-    )
+    assert gap_lines([SymbolGaps("ETHUSDT", span, ())])[-1] == "0 missing closed minutes (1 symbol)"
     many = tuple(r(2 * i, 2 * i) for i in range(30))
     listed = gap_lines([SymbolGaps("BTCUSDT", span, many)], max_ranges=10)
     assert listed[11] == "  ... and 20 more ranges" and len(listed) == 13
+    one = gap_lines([SymbolGaps("BTCUSDT", span, (r(7, 7),))])
+    assert one[0].endswith(", in 1 range:")
+    assert one[-1] == "1 missing closed minute in 1 range (1 of 1 symbol)"
 
 
 def test_a_long_range_is_paged_by_1000() -> None:

@@ -120,6 +120,9 @@ def processor_factory(
         max_bytes=settings.max_batch_bytes,
         grace_ms=settings.batch_grace_ms,
         metrics=metrics,
+        klines_prefix=settings.s3_klines_dir_path,
+        dead_letters=dead_letter_writer(clients, settings, app_name(settings, kind), metrics),
+        consumer=f"consumer-{kind}",
     )
     return Sink(factory, s3_writer.close)
 

@@ -161,10 +161,12 @@ def backfilled(record: dict[str, Any]) -> dict[str, Any]:
     return dict(record, first_trade_id=-1, last_trade_id=-1, source="backfill", received_at=1)
 
 
-def mixed_stream(symbols: Sequence[str], minutes: int) -> list[dict[str, Any]]:
+def mixed_stream(
+    symbols: Sequence[str], minutes: int, *, resend: bool = True
+) -> list[dict[str, Any]]:
     """One stream's worth of every type, in publish order: per minute, miniTickers of each
-    symbol interleaved with open klines, the closed klines, a Heartbeat; then an exact resend
-    of one closed kline (a producer retry) and a backfilled copy of another."""
+    symbol interleaved with open klines, the closed klines, a Heartbeat; then (``resend``) an
+    exact resend of one closed kline, and a backfilled copy of another."""
     from tests.support.pipeline import ticker
 
     out: list[dict[str, Any]] = []
@@ -178,7 +180,8 @@ def mixed_stream(symbols: Sequence[str], minutes: int) -> list[dict[str, Any]]:
                     out.append(kline(symbol, minute, closed=False, tick=tick))
         out += [kline(symbol, minute) for symbol in symbols]
         out.append(heartbeat(symbols[0], open_time + 59_000))
-    out.append(kline(symbols[0], 0))
+    if resend:
+        out.append(kline(symbols[0], 0))
     out.append(backfilled(kline(symbols[-1], 1)))
     return out
 

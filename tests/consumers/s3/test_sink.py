@@ -17,7 +17,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from consumers.engine.records import ConsumedRecord, Position
-from consumers.s3.batching import BatchCutter, epoch_ms
+from consumers.routing import Route
+from consumers.s3.batching import SegmentCutter, epoch_ms
 from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.processor import S3Processor, S3ProcessorFactory
 from consumers.s3.writer import (
@@ -400,8 +401,9 @@ def test_contract_same_key_overwrites(writer_and_reader: tuple[BatchWriter, Read
 
 def test_processor_returns_only_written_batch_ends() -> None:
     writer = MemoryBatchWriter()
-    cutter = BatchCutter(max_rows=70)
-    processor = S3Processor(shard_id(0), writer, cutter, JsonlGzipFormat(), PREFIX)
+    fmt = JsonlGzipFormat()
+    cutter = SegmentCutter({Route.TICKER: fmt.line}, max_rows=70)
+    processor = S3Processor(shard_id(0), writer, cutter, fmt, {Route.TICKER: PREFIX})
     records = shard_stream(0, 3_000, seed=9)
 
     async def main() -> None:

@@ -104,5 +104,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             )
     finally:
         clients.close()
-    print(f"backfill {symbol} {span.bounds()}: {summary.line()}")
+    later = span.minutes - summary.wanted
+    tail = f"; {later:,} minutes not closed yet (left to the websocket)" if later > 0 else ""
+    print(f"backfill {symbol} {span.bounds()}: {summary.line()}{tail}")
     return 0

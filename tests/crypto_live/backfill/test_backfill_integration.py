@@ -54,6 +54,16 @@ def as_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
     ]  # fmt: skip
 
 
+def backfill_cli(settings: Settings, url: str, symbol: str, start: int, end: int) -> int:
+    return main(
+        [
+            "backfill", "klines", "--symbol", symbol, "--from", str(start), "--to", str(end),
+            "--endpoint-url", settings.aws_endpoint_url or "",
+            "--stream-name", settings.kinesis_stream_name, "--api-url", url, "--no-progress",
+        ]
+    )  # fmt: skip
+
+
 def test_backfill_command_puts_exactly_the_rest_candles_into_the_stream(
     aws_settings: Settings, aws: AwsClients, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -62,13 +72,7 @@ def test_backfill_command_puts_exactly_the_rest_candles_into_the_stream(
     last = last_closed_open(time.time_ns() // 1_000_000) - 60 * M
     start, end = last - 2_099 * M, last + M  # 2,100 minutes: three pages
     with exchange_on_loopback(rest) as url:
-        code = main(
-            [
-                "backfill", "klines", "--symbol", "btcusdt", "--from", str(start),
-                "--to", str(end), "--endpoint-url", settings.aws_endpoint_url or "",
-                "--stream-name", settings.kinesis_stream_name, "--api-url", url, "--no-progress",
-            ]
-        )  # fmt: skip
+        code = backfill_cli(settings, url, "btcusdt", start, end)
         expected = rest_klines(url, "BTCUSDT", start, end)
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -85,6 +89,24 @@ def test_backfill_command_puts_exactly_the_rest_candles_into_the_stream(
         r["closed"] and r["source"] == "backfill" and r["stream_type"] == "btcusdt@kline_1m"
         for r in by_time
     )
+
+
+def test_minutes_not_closed_yet_are_left_to_the_websocket(
+    aws_settings: Settings, aws: AwsClients, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = provisioned(aws_settings, aws, 1)
+    last = last_closed_open(time.time_ns() // 1_000_000)
+    with exchange_on_loopback(_rest()) as url:
+        code = backfill_cli(settings, url, "ETHUSDT", last - 2 * M, last + 11 * M)
+    assert code == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    # 13 minutes asked for: the 3 closed ones (4 if a minute closed meanwhile) are fetched
+    fetched = len(stream_klines(aws, settings.kinesis_stream_name))
+    assert fetched in (3, 4)
+    assert line.endswith(
+        f": {fetched} candles fetched, {fetched} published, 1 page, 0 retries; "
+        f"{13 - fetched} minutes not closed yet (left to the websocket)"
+    ), line
 
 
 def _backfill(settings: Settings, url: str, clock: FakeClock, max_weight: int) -> Any:

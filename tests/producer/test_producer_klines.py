@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from consumers.engine.deaggregation import deaggregate
 from core.aws import AwsClients
 from core.metrics import Metrics
 from core.settings import Settings
@@ -21,9 +20,10 @@ from crypto_live.exchange.server import _Client
 from crypto_live.exchange.trades import MS_PER_MINUTE
 from crypto_live.provision import provision
 from producer.app import build_producer
-from schemas.codec import KLINE_SCHEMA, MINITICKER_SCHEMA, default_codec
+from schemas.codec import KLINE_SCHEMA, MINITICKER_SCHEMA
 from tests.producer.klines import expected_kline
 from tests.support.exchange import ScriptedExchange
+from tests.support.typed_stream import read_typed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -82,26 +82,6 @@ async def run_producer(settings: Settings, clients: AwsClients) -> RecordingExch
     return exchange
 
 
-def stream_contents(clients: AwsClients, stream: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(partition key, schema name, record) of every user record, shard by shard in order."""
-    codec = default_codec()
-    out = []
-    for shard in clients.kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = clients.kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            response = clients.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            for raw in response["Records"]:
-                for user in deaggregate(raw):
-                    name, record = codec.decode_typed(user.data)
-                    out.append((user.partition_key, name, record))
-            if not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
-                break
-            iterator = response.get("NextShardIterator")
-    return out
-
-
 def test_every_kline_the_exchange_sent_is_in_kinesis_once_as_a_kline_record(
     aws_settings: Settings, aws: AwsClients
 ) -> None:
@@ -122,11 +102,11 @@ def test_every_kline_the_exchange_sent_is_in_kinesis_once_as_a_kline_record(
     stall_tick = T0 + 7 * MS_PER_MINUTE + 2_000
     assert sum(d["E"] == stall_tick for d in closed_sent) == 4 * len(SYMBOLS)
 
-    got = stream_contents(aws, settings.kinesis_stream_name)
+    got = read_typed(aws.kinesis, settings.kinesis_stream_name)
     assert len(got) == len(sent)  # records in = records out, tickers included
-    assert all(key == record["symbol"] for key, _, record in got)
-    klines = [record for _, name, record in got if name == KLINE_SCHEMA]
-    assert sum(name == MINITICKER_SCHEMA for _, name, _ in got) == len(sent) - len(kline_data)
+    assert all(row.partition_key == row.record["symbol"] for row in got)
+    klines = [row.record for row in got if row.schema == KLINE_SCHEMA]
+    assert sum(row.schema == MINITICKER_SCHEMA for row in got) == len(sent) - len(kline_data)
 
     assert all(started_us <= r["received_at"] <= ended_us for r in klines)  # producer clock, µs
 

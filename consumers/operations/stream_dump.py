@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.engine.deaggregation import deaggregate
-from schemas.codec import default_codec
+from schemas.codec import MINITICKER_SCHEMA, default_codec
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,12 @@ class ReadRecord:
     sub_sequence_number: int
     aggregated: bool
     record: dict[str, Any]
+    schema: str = MINITICKER_SCHEMA  # the writer schema's name (the stream carries several)
 
 
 def read_stream(kinesis: Any, stream: str) -> dict[str, list[ReadRecord]]:
-    """Every user record of every shard, from TRIM_HORIZON to the current tip, in order."""
+    """Every user record of every shard, from TRIM_HORIZON to the current tip, in order, each
+    decoded in its own schema (miniTickers and klines share the stream)."""
     codec = default_codec()
     out: dict[str, list[ReadRecord]] = {}
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
@@ -32,17 +34,19 @@ def read_stream(kinesis: Any, stream: str) -> dict[str, list[ReadRecord]]:
         while iterator:
             response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
             for raw in response["Records"]:
-                rows.extend(
-                    ReadRecord(
-                        shard_id,
-                        user.partition_key,
-                        user.sequence_number,
-                        user.sub_sequence_number,
-                        user.aggregated,
-                        codec.decode(user.data),
+                for user in deaggregate(raw):
+                    schema, record = codec.decode_typed(user.data)
+                    rows.append(
+                        ReadRecord(
+                            shard_id,
+                            user.partition_key,
+                            user.sequence_number,
+                            user.sub_sequence_number,
+                            user.aggregated,
+                            record,
+                            schema,
+                        )
                     )
-                    for user in deaggregate(raw)
-                )
             if not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
                 break
             iterator = response.get("NextShardIterator")

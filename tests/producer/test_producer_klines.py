@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from consumers.operations.stream_dump import read_stream
 from core.aws import AwsClients
 from core.metrics import Metrics
 from core.settings import Settings
@@ -23,7 +24,6 @@ from producer.app import build_producer
 from schemas.codec import KLINE_SCHEMA, MINITICKER_SCHEMA
 from tests.producer.klines import expected_kline
 from tests.support.exchange import ScriptedExchange
-from tests.support.typed_stream import read_typed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -102,7 +102,11 @@ def test_every_kline_the_exchange_sent_is_in_kinesis_once_as_a_kline_record(
     stall_tick = T0 + 7 * MS_PER_MINUTE + 2_000
     assert sum(d["E"] == stall_tick for d in closed_sent) == 4 * len(SYMBOLS)
 
-    got = read_typed(aws.kinesis, settings.kinesis_stream_name)
+    got = [
+        row
+        for rows in read_stream(aws.kinesis, settings.kinesis_stream_name).values()
+        for row in rows
+    ]
     assert len(got) == len(sent)  # records in = records out, tickers included
     assert all(row.partition_key == row.record["symbol"] for row in got)
     klines = [row.record for row in got if row.schema == KLINE_SCHEMA]

@@ -5,17 +5,16 @@ the simulated exchange, compared as the values of Binance's kline rows."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from pydantic import SecretStr
 
-from consumers.engine.deaggregation import deaggregate
+from consumers.operations.stream_dump import ReadRecord, read_stream
 from core.aws import AwsClients
 from core.settings import Settings
 from crypto_live.orders.binance_api import ApiCredentials, binance_client
-from schemas.codec import KLINE_SCHEMA, default_codec
+from schemas.codec import KLINE_SCHEMA
 from tests.support.pipeline import scan_all
 
 # A candle's values in the order of Binance's REST row after the open time (ignore excluded).
@@ -26,38 +25,10 @@ ROW_FIELDS = (
 Values = tuple[Decimal, ...]
 
 
-@dataclass(frozen=True)
-class TypedRecord:
-    shard_id: str
-    partition_key: str
-    schema: str
-    record: dict[str, Any]
-
-
-def stream_records_typed(aws: AwsClients, stream: str) -> list[TypedRecord]:
-    """Every user record of every shard, TRIM_HORIZON to the tip, with its schema name."""
-    codec = default_codec()
-    out: list[TypedRecord] = []
-    for shard in aws.kinesis.list_shards(StreamName=stream)["Shards"]:
-        shard_id = shard["ShardId"]
-        iterator = aws.kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            response = aws.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            for raw in response["Records"]:
-                for user in deaggregate(raw):
-                    schema, record = codec.decode_typed(user.data)
-                    out.append(TypedRecord(shard_id, user.partition_key, schema, record))
-            if not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
-                break
-            iterator = response.get("NextShardIterator")
-    return out
-
-
-def stream_klines(aws: AwsClients, stream: str) -> list[TypedRecord]:
-    """The stream's kline records."""
-    return [r for r in stream_records_typed(aws, stream) if r.schema == KLINE_SCHEMA]
+def stream_klines(aws: AwsClients, stream: str) -> list[ReadRecord]:
+    """The stream's kline records, shard by shard in order."""
+    shards = read_stream(aws.kinesis, stream).values()
+    return [row for rows in shards for row in rows if row.schema == KLINE_SCHEMA]
 
 
 def table_candles(aws: AwsClients, table: str) -> dict[tuple[str, int], Values]:

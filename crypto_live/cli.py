@@ -138,6 +138,7 @@ def _exchange(settings: Settings) -> int:
             stop,
             max_connection_seconds=settings.exchange_max_connection_seconds,
             close_after_frames=settings.exchange_close_after_frames,
+            weight_limit=settings.exchange_weight_limit,
         )
     )
     return 0

@@ -399,6 +399,7 @@ async def serve_forever(
     *,
     max_connection_seconds: float | None = None,
     close_after_frames: int | None = None,
+    weight_limit: int = 6_000,
 ) -> None:
     """Run a simulated exchange until ``stop`` is set; raises if its tick loop fails."""
     async with SimulatedExchange(
@@ -408,6 +409,7 @@ async def serve_forever(
         rate_hz=rate_hz,
         max_connection_seconds=max_connection_seconds,
         close_after_frames=close_after_frames,
+        weight_limit=weight_limit,
     ) as exchange:
         logger.info(
             "simulated Binance exchange on %s, REST on %s (%d symbols at %.3g Hz; connections "

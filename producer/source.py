@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from binance.ws.streams import BinanceSocketManager
 
 from core.backoff import Backoff
@@ -40,10 +40,13 @@ class WireMessage:
 
 
 def tolerant_json_loads(message: str | bytes) -> WireMessage | UnparsedMessage:
-    """Keep the frame's exact text; a frame that is not JSON becomes an UnparsedMessage."""
+    """Keep the frame's exact text; a frame that is not JSON becomes an UnparsedMessage.
+
+    orjson, about four times the stdlib's speed, is stricter: NaN, Infinity, lone surrogates
+    and invalid UTF-8 are malformed JSON (the validator would reject all of them anyway)."""
     try:
-        return WireMessage(message, json.loads(message))
-    except ValueError as err:
+        return WireMessage(message, orjson.loads(message))
+    except ValueError as err:  # orjson.JSONDecodeError is a ValueError
         return UnparsedMessage(raw=message, error=str(err))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,11 +43,17 @@ class WireMessage:
 def tolerant_json_loads(message: str | bytes) -> WireMessage | UnparsedMessage:
     """Keep the frame's exact text; a frame that is not JSON becomes an UnparsedMessage.
 
-    orjson, about four times the stdlib's speed, is stricter: NaN, Infinity, lone surrogates
-    and invalid UTF-8 are malformed JSON (the validator would reject all of them anyway)."""
+    orjson, about four times the stdlib's speed, parses every frame; what it refuses (a number
+    beyond a double such as 1e999, NaN, lone surrogates, invalid UTF-8, or not JSON at all) is
+    parsed again by the stdlib, so bad input keeps the stdlib's reading and reasons (1e999 is
+    JSON; its field is then rejected as a number where a decimal string belongs)."""
     try:
         return WireMessage(message, orjson.loads(message))
-    except ValueError as err:  # orjson.JSONDecodeError is a ValueError
+    except ValueError:  # orjson.JSONDecodeError is a ValueError
+        pass
+    try:
+        return WireMessage(message, json.loads(message))
+    except (ValueError, RecursionError) as err:
         return UnparsedMessage(raw=message, error=str(err))
 
 

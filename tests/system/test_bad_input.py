@@ -64,7 +64,7 @@ def bad_message(kind: int, index: int) -> Bad:
         case 2:
             return framed({**data, "E": f"soon-{index}"}, "field 'E' is not an integer")
         case 3:
-            return framed({**data, "E": 10**30 + index}, "field 'E' out of range")
+            return framed({**data, "E": 10**17 + index}, "field 'E' out of range")
         case 4:
             return framed({**data, "v": "9" * 40 + str(index)}, "field 'v' is not a plain decimal")
         case 5:

@@ -90,9 +90,10 @@ def test_burst_then_clean_close_loses_nothing_and_reconnects_within_a_second(
 def test_rotation_before_the_connection_lifetime_leaves_no_gap_and_no_duplicate(
     aws_settings: Settings, aws: AwsClients, tmp_path: Path
 ) -> None:
-    """20 s connection lifetime, 70 s at 200 frames/s (20 symbol streams at 10 Hz)."""
+    """12 s connection lifetime, rotation every 6 s, 30 s at 200 frames/s (20 symbol streams at
+    10 Hz): the 24 h and 23 h of Binance and BINANCE_ROTATE_HOURS, scaled down."""
     settings = provisioned(aws_settings, aws, 2)
-    run_seconds, interval = 70.0, 0.1
+    run_seconds, interval = 30.0, 0.1
     ticks: list[int] = []
 
     async def market(exchange: SimulatedExchange) -> None:
@@ -106,11 +107,11 @@ def test_rotation_before_the_connection_lifetime_leaves_no_gap_and_no_duplicate(
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    with ExchangeThread(max_connection_seconds=20.0) as exchange:
+    with ExchangeThread(max_connection_seconds=12.0) as exchange:
         symbols = exchange.exchange.simulator.symbols
         env = producer_env(settings, exchange.exchange.url, settings.aws_endpoint_url or "")
         env["BINANCE_STREAMS"] = ",".join(f"{s.lower()}@miniTicker" for s in symbols)
-        env["BINANCE_ROTATE_HOURS"] = str(15 / 3600)  # rotate at 15 s, before the server's 20 s
+        env["BINANCE_ROTATE_HOURS"] = str(6 / 3600)  # rotate at 6 s, well before the server's 12 s
         with ServiceProcess(["producer"], env, tmp_path / "producer.log") as producer:
             exchange.wait_for_connections(1)
             exchange.spawn(market(exchange.exchange)).result(timeout=run_seconds + 30)
@@ -141,7 +142,7 @@ def test_rotation_before_the_connection_lifetime_leaves_no_gap_and_no_duplicate(
         for earlier, later in itertools.pairwise(times)
     )
     assert worst_gap <= 1000, worst_gap
-    # The producer rotated on its own (every 15 s of a 70 s run), so the server never had to
+    # The producer rotated on its own (every 6 s of a 30 s run), so the server never had to
     # close a connection on it, and no reconnect happened.
     assert scraped[Counters.ROTATIONS] >= 4
     assert scraped[Counters.OVERLAP_DUPLICATES] > 0  # the overlap was real

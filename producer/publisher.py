@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice, zip_longest
 from typing import Any
 
@@ -22,7 +22,7 @@ from core.backoff import Backoff
 from core.errors import CryptoLiveError
 from core.metrics import Counters, Gauges, Histograms, Metrics
 from core.threads import PRODUCER_PUTS, DaemonThreadPool
-from producer.aggregation import PutEntry, ShardAggregator, plan_requests
+from producer.aggregation import PutEntry, RecordTooLargeError, ShardAggregator, plan_requests
 from producer.kinesis import StreamWriter
 from producer.retry import PutResultMismatchError, permanent_failures, split_put_result
 from producer.shard_map import ShardMap
@@ -226,6 +226,36 @@ class Publisher:
         if entries:  # the gauge moves per aggregate, not per record (and on every response)
             self._enqueue(entries)
             self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)
+
+    async def add_many(
+        self, records: Sequence[tuple[str, bytes]]
+    ) -> list[tuple[int, RecordTooLargeError]]:
+        """Buffer user records (partition key, data) in order, as ``add`` does each; waits for
+        room once, before them, so a batch may top the pending bound by its own size. Returns
+        (index, error) of each record too large for Kinesis; those are not buffered."""
+        self._check_tasks()
+        while not self._space.is_set():
+            self._check_tasks()
+            await self._space.wait()
+        aggregator = self._aggregator
+        assert aggregator is not None, "Publisher.start() not awaited"
+        if self._oldest_buffered is None and records:
+            self._oldest_buffered = self._clock()
+        add = aggregator.add
+        full: list[PutEntry] = []
+        too_large: list[tuple[int, RecordTooLargeError]] = []
+        for index, (partition_key, data) in enumerate(records):
+            try:
+                entries = add(partition_key, data)
+            except RecordTooLargeError as err:
+                too_large.append((index, err))
+                continue
+            if entries:
+                full += entries
+        if full:
+            self._enqueue(full)
+            self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)
+        return too_large
 
     @property
     def buffered_records(self) -> int:

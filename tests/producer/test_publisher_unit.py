@@ -180,3 +180,41 @@ def test_an_unexpected_put_failure_surfaces_in_add_and_close_hands_every_record_
     undelivered = asyncio.run(scenario())
     assert sum(item.entry.user_records for item in undelivered) == 50  # every record accepted
     assert {item.reason for item in undelivered} == {NOT_SENT}
+
+
+def test_add_many_buffers_like_add_and_hands_back_records_too_large_for_kinesis() -> None:
+    batch = records(300)
+    huge = ("HUGE", b"x" * (1024 * 1024))  # over Kinesis' 1 MiB with its key
+    one_by_one, batched = (
+        StreamFake(answer=None, maps=[shard_map(4)]),
+        StreamFake(answer=None, maps=[shard_map(4)]),
+    )
+
+    async def scenario() -> list[tuple[int, str]]:
+        single = Publisher(one_by_one, Metrics("a"), max_bytes=1024)
+        many = Publisher(batched, Metrics("b"), max_bytes=1024)
+        await single.start()
+        await many.start()
+        for key, data in batch:
+            await single.add(key, data)
+        refused = []
+        for start in range(0, len(batch), 64):
+            chunk = batch[start : start + 64]
+            if start == 128:
+                chunk = [*chunk[:10], huge, *chunk[10:]]
+            refused += [(start + i, str(err)) for i, err in await many.add_many(chunk)]
+        assert await single.close(10.0) == [] and await many.close(10.0) == []
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert [index for index, _ in refused] == [138] and "exceeds 1048576 bytes" in refused[0][1]
+
+    # The same aggregates, byte for byte, in the same order per shard.
+    def contents(fake: StreamFake) -> dict[str, list[tuple[str, bytes, int]]]:
+        out: dict[str, list[tuple[str, bytes, int]]] = {}
+        for e in fake.stored:
+            out.setdefault(e.shard_id, []).append((e.partition_key, e.data, e.user_records))
+        return out
+
+    assert contents(batched) == contents(one_by_one)
+    assert sum(entry.user_records for entry in batched.stored) == 300

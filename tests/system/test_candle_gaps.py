@@ -9,13 +9,16 @@ connection without a close frame and refuses reconnects while three minute bound
 Their closed klines go to nobody. `candles gaps` (symbols from BINANCE_STREAMS) lists exactly
 those minutes; `--repair` fetches them over REST (python-binance) from the same exchange and
 publishes them through Kinesis; the consumer writes them; the table then holds the exchange's
-REST kline of every minute of the range, once each.
+REST kline of every minute of the range, once each. The S3 consumer runs alongside: its kline
+prefix ends with exactly the same closed candles, each once (Done when: kline events in, equal
+closed candles in DynamoDB and S3, exactly once).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ from crypto_live.exchange.account import SimulatedAccount
 from crypto_live.exchange.price_walk import generate_symbols
 from crypto_live.exchange.rest import DEFAULT_LISTED_MS, RestApi
 from crypto_live.exchange.trades import TradeModel
-from tests.support.candles import rest_klines, row_values, stream_klines, table_candles
+from tests.support.candles import ROW_FIELDS, rest_klines, row_values, stream_klines, table_candles
 from tests.support.pipeline import (
     ServiceProcess,
     launch_consumer,
@@ -36,7 +39,7 @@ from tests.support.pipeline import (
     provisioned,
     wait_until,
 )
-from tests.support.system import ExchangeThread, running
+from tests.support.system import ExchangeThread, running, s3_rows
 from tests.support.tcp_relay import TcpRelay
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,6 +79,18 @@ def tick_through(
         wait_until(lambda: running(*services) and ex.messages_sent >= target, 10, 0.01)  # noqa: B023
 
 
+def lake_klines(
+    aws: AwsClients, settings: Settings
+) -> list[tuple[tuple[str, int], tuple[Decimal, ...]]]:
+    """The S3 kline prefix's rows as ((symbol, open_time), row values), repeats kept."""
+    rows = s3_rows(aws, settings, settings.s3_klines_dir_path)
+    assert all(row["closed"] for row in rows)
+    return [
+        ((row["symbol"], row["open_time"]), tuple(Decimal(str(row[f])) for f in ROW_FIELDS))
+        for row in rows
+    ]
+
+
 def in_table(aws: AwsClients, table: str, minutes: Iterable[int]) -> bool:
     have = table_candles(aws, table)
     return all((symbol, t) in have for symbol in SYMBOLS for t in minutes)
@@ -108,8 +123,9 @@ def test_a_3_minute_websocket_drop_is_found_and_repaired(
             tmp_path / "producer.log",
         ) as producer,
         launch_consumer(settings, "dynamodb", tmp_path / "consumer.log") as consumer,
+        launch_consumer(settings, "s3", tmp_path / "consumer-s3.log") as archiver,
     ):
-        services = (producer, consumer)
+        services = (producer, consumer, archiver)
         exchange.wait_for_connections(1)
         exchange.call(_tick(exchange, clock.now_ms))  # the first tick closes nothing
         tick_through(exchange, clock, first + 3 * M + 50_000, *services)  # closes A..A+2
@@ -161,12 +177,19 @@ def test_a_3_minute_websocket_drop_is_found_and_repaired(
             for symbol in SYMBOLS
             for row in rest_klines(exchange.exchange.rest_url, symbol, first, first + 9 * M)
         }
+        # The S3 group writes the same closed klines under their own prefix (batch windows).
+        wait_until(lambda: running(*services) and len(lake_klines(aws, settings)) >= 18, 40)
         producer_code = producer.terminate()
         consumer.terminate()
+        archiver_code = archiver.terminate()
 
-    assert producer_code == 0
-    # The candles table is the exchange's REST klines of the whole range, once each.
+    assert producer_code == archiver_code == 0
+    # The candles table is the exchange's REST klines of the whole range, once each; the S3
+    # kline lake holds exactly the same candles, each once (no minute came twice here).
     assert len(expected) == 18 and table_candles(aws, table) == expected
+    lake = lake_klines(aws, settings)
+    assert sorted(key for key, _ in lake) == sorted(expected)  # each candle once
+    assert {key: values for key, values in lake} == expected
     # Backfill sent only the dropped minutes; everything else came from the websocket.
     klines = stream_klines(aws, settings.kinesis_stream_name)
     backfilled = sorted(

@@ -613,7 +613,8 @@ def test_iam_policies_have_no_wildcards_and_stay_inside_the_stack(
         task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
         for task in _resources(template, "AWS::ECS::TaskDefinition").values()
     }
-    assert len(task_roles) == 5  # one role per service, one for the lake jobs, one for orders
+    # one role per service, one for the lake jobs, one for orders, one for candle repair
+    assert len(task_roles) == 6
 
 
 def test_each_task_role_reaches_only_its_own_resources(template: dict[str, Any]) -> None:
@@ -668,10 +669,18 @@ def test_scheduled_jobs_roles_reach_only_their_own_resources(template: dict[str,
         ("s3:GetObject", "Bucket/orders/*"),
         ("s3:PutObject", "Bucket/orders/*"),
     }
+    assert _grants(template, "CandlesRepairTaskRole") == {
+        ("secretsmanager:GetSecretValue", "BinanceSecret"),  # the subscribed kline streams
+        ("dynamodb:Query", "DynamoCandlesTable"),
+        ("kinesis:PutRecords", "Stream"),
+        ("kinesis:ListShards", "Stream"),
+        ("kinesis:DescribeStreamSummary", "Stream"),
+    }
     scheduled = {task for _, task in SCHEDULES.values()}
+    passed = ("ExecutionRole", "LakeTaskRole", "OrdersTaskRole", "CandlesRepairTaskRole")
     assert _grants(template, "SchedulerRole") == {
         *{("ecs:RunTask", name) for name in scheduled},
-        *{("iam:PassRole", role) for role in ("ExecutionRole", "LakeTaskRole", "OrdersTaskRole")},
+        *{("iam:PassRole", role) for role in passed},
     }
     conditions = {
         _as_list(statement["Action"])[0]: statement.get("Condition")
@@ -690,6 +699,7 @@ SCHEDULES = {
     "LakeCandlesSchedule": ("cron(20 * * * ? *)", "LakeCandlesTaskDefinition"),
     "LakeReportSchedule": ("cron(45 0 * * ? *)", "LakeReportTaskDefinition"),
     "OrdersSnapshotSchedule": ("rate(15 minutes)", "OrdersSnapshotTaskDefinition"),
+    "CandlesRepairSchedule": ("cron(10 * * * ? *)", "CandlesRepairTaskDefinition"),
 }
 SCHEDULED_COMMANDS: dict[str, tuple[Any, ...]] = {
     "LakeCompactTaskDefinition": ("lake", "compact", "--no-progress"),
@@ -698,6 +708,7 @@ SCHEDULED_COMMANDS: dict[str, tuple[Any, ...]] = {
     "OrdersSnapshotTaskDefinition": (
         "orders", "snapshot", "--symbol", {"Ref": "OrdersSymbol"}, "--minutes", "15"
     ),
+    "CandlesRepairTaskDefinition": ("candles", "gaps", "--repair", "--no-progress"),
 }  # fmt: skip
 ORDERS_TABLE = "crypto-live-orders"
 

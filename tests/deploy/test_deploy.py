@@ -703,7 +703,7 @@ SCHEDULES = {
 }
 SCHEDULED_COMMANDS: dict[str, tuple[Any, ...]] = {
     "LakeCompactTaskDefinition": ("lake", "compact", "--no-progress"),
-    "LakeCandlesTaskDefinition": ("lake", "candles", "--no-progress"),
+    "LakeCandlesTaskDefinition": ("lake", "candles", "--slack-hours", "25", "--no-progress"),
     "LakeReportTaskDefinition": ("lake", "report", "--no-progress"),
     "OrdersSnapshotTaskDefinition": (
         "orders", "snapshot", "--symbol", {"Ref": "OrdersSymbol"}, "--minutes", "15"

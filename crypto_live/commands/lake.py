@@ -7,13 +7,13 @@ on a schedule: hourly `compact` then `candles`, daily `report`.
 from __future__ import annotations
 
 import argparse
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
+from crypto_live.progress_bar import StderrProgressBar
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    from rich.progress import TaskID
 
 NAME = "lake"
 HELP = "data lake jobs: compact raw JSONL to Parquet, 1-minute candles, daily report"
@@ -57,41 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-class _RichProgress:
+class _RichProgress(StderrProgressBar):
     """JobProgress on a rich progress bar (stderr)."""
 
     def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._progress: Progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
+        super().__init__(enabled, unit_column=True)
         self._task: TaskID | None = None
-
-    def __enter__(self) -> _RichProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def start(self, description: str, total: int) -> None:
         self._task = self._progress.add_task(description, total=total, unit="")

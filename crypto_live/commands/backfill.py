@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
+from crypto_live.commands._binance_options import add_endpoint_arguments
 
 NAME = "backfill"
 HELP = "fetch 1-minute klines over REST (python-binance) and publish them through Kinesis"
@@ -31,17 +32,7 @@ def add_binance_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest Retry-After of a 429/418 to wait out; a longer one stops the run "
         f"(default {DEFAULT_MAX_WAIT_SECONDS:.0f})",
     )
-    parser.add_argument(
-        "--testnet",
-        dest="testnet",
-        action="store_const",
-        const=True,
-        default=None,
-        help="use Binance's spot testnet (overrides TESTNET)",
-    )
-    parser.add_argument(
-        "--api-url", dest="binance_api_url", help="REST base URL (overrides BINANCE_API_URL)"
-    )
+    add_endpoint_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core.settings import Settings
+from crypto_live.commands._binance_options import add_endpoint_arguments
 
 NAME = "orders"
 HELP = "account orders (signed allOrders) into the lake (Parquet, CSV) and DynamoDB"
@@ -18,17 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, help="the N most recent orders, 1..1000 (default 1000)"
     )
     window.add_argument("--minutes", type=int, help="every order of the last N minutes (<= 1440)")
-    parser.add_argument(
-        "--testnet",
-        dest="testnet",
-        action="store_const",
-        const=True,
-        default=None,
-        help="use Binance's spot testnet (overrides TESTNET)",
-    )
-    parser.add_argument(
-        "--api-url", dest="binance_api_url", help="REST base URL (overrides BINANCE_API_URL)"
-    )
+    add_endpoint_arguments(parser)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

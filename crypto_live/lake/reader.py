@@ -229,6 +229,14 @@ class RawHourSweep:
         """The folders that may hold events of ``hour``."""
         return range(hour - self._slack, hour + self._slack + 1)
 
+    def listed(self, hour: int) -> list[list[tuple[str, str, int]]]:
+        """(key, ETag, size) of the raw objects in each folder of ``hour``: what the hour's
+        rows are read from, for the fingerprint of its inputs."""
+        return [
+            [(info.key, info.etag, info.size) for info in self._listings.objects(folder)]
+            for folder in self.folders(hour)
+        ]
+
     def skip(self, hour: int) -> None:
         self._advance(hour)
         self._pending.pop(hour, None)

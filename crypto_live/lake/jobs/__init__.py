@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from crypto_live.lake import LakeError
 from crypto_live.lake.manifest import UnitRecord
 from crypto_live.lake.parquet import from_parquet
+from crypto_live.lake.reader import SweepCounts
 from crypto_live.lake.store import LakeStore, put_if_changed
 
 
@@ -47,6 +48,14 @@ class JobResult:
     bad_objects: int = 0
     stray_rows: int = 0
     peak_pending_rows: int = 0
+
+    def record_sweep(self, counts: SweepCounts) -> None:
+        """Take the raw sweep's totals: objects read, what was left out, peak rows held."""
+        self.objects_read = counts.objects_read
+        self.bad_lines = counts.bad_lines
+        self.bad_objects = counts.bad_objects
+        self.stray_rows = counts.stray_rows
+        self.peak_pending_rows = counts.peak_pending_rows
 
     def summary(self) -> str:
         parts = [

@@ -149,10 +149,7 @@ def run_candles(
     carried: tuple[int, dict[str, Tick]] | None = None  # last ticks of the hour just computed
     for hour in hours:
         this, before = upstream.hour(hour), upstream.hour(hour - 1)
-        listed = [
-            [(info.key, info.etag, info.size) for info in listings.objects(folder)]
-            for folder in sweep.folders(hour)
-        ]
+        listed = sweep.listed(hour)
         inputs = fingerprint(
             JOB,
             VERSION,
@@ -206,10 +203,5 @@ def run_candles(
         carried = (hour, last)
         result.computed.append(hour_label(hour))
         progress.advance(hour_label(hour))
-    counts = sweep.counts
-    result.objects_read = counts.objects_read
-    result.bad_lines = counts.bad_lines
-    result.bad_objects = counts.bad_objects
-    result.stray_rows = counts.stray_rows
-    result.peak_pending_rows = counts.peak_pending_rows
+    result.record_sweep(sweep.counts)
     return result

@@ -43,10 +43,7 @@ def run_compact(
     book = ManifestBook(store, JOB)
     result = JobResult(JOB)
     for hour in hours:
-        listed = [
-            [(info.key, info.etag, info.size) for info in listings.objects(folder)]
-            for folder in sweep.folders(hour)
-        ]
+        listed = sweep.listed(hour)
         inputs = fingerprint(JOB, VERSION, raw_prefix, slack, listed)
         done = book.hour(hour)
         nothing = done is None and not any(listed)  # never had data: leave no trace
@@ -70,10 +67,5 @@ def run_compact(
         result.rows_out += table.num_rows
         result.duplicates += duplicates
         progress.advance(hour_label(hour))
-    counts = sweep.counts
-    result.objects_read = counts.objects_read
-    result.bad_lines = counts.bad_lines
-    result.bad_objects = counts.bad_objects
-    result.stray_rows = counts.stray_rows
-    result.peak_pending_rows = counts.peak_pending_rows
+    result.record_sweep(sweep.counts)
     return result

@@ -151,9 +151,12 @@ def _validate_payload(
         get("e") == EVENT_TYPE
         and type(event_time) is int
         and MIN_EVENT_TIME_MS <= event_time < MAX_EVENT_TIME_MS
-        and type(symbol) is str
-        and _symbol_match(symbol)
-        and (expected_symbol is None or symbol == expected_symbol)
+        # The stream's symbol passed the symbol rule already (_parse_stream): equal is enough.
+        and (
+            symbol == expected_symbol
+            if expected_symbol is not None
+            else type(symbol) is str and _symbol_match(symbol) is not None
+        )
         and type(c) is str
         and type(o) is str
         and type(h) is str

@@ -1,4 +1,4 @@
-"""Kline records for the consumers' tests: makers, a third schema no sink handles, a mixed
+"""Kline records for the tests: makers, a third schema no sink handles, a mixed
 publish through the real producer path (Avro single-object, KPL aggregation)."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from schemas.codec import (
     default_codec,
     register,
 )
+from schemas.kline import FIELD_ORDER as KLINE_FIELDS
 from schemas.record import iso_timestamp
 
 MINUTE_MS: Final = 60_000
@@ -72,6 +73,24 @@ TICKER_CODEC: Final = default_codec()
 HEARTBEAT_CODEC: Final = codec_for(HEARTBEAT_SCHEMA)
 
 
+def kline_record(symbol: str, open_time: int, event_time: int, **values: Any) -> dict[str, Any]:
+    """A kline.avsc record of ``symbol``'s 1-minute kline opening at ``open_time``, its fields
+    in the schema's order: those the symbol and the two times fix, ``values`` all the others."""
+    fields = {
+        "event_type": "kline",
+        "event_time": event_time,
+        "stream_type": f"{symbol.lower()}@kline_1m",
+        "symbol": symbol,
+        "interval": "1m",
+        "open_time": open_time,
+        "close_time": open_time + MINUTE_MS - 1,
+        "iso_timestamp": iso_timestamp(event_time),
+        **values,
+    }
+    assert fields.keys() == set(KLINE_FIELDS), sorted(fields.keys() ^ set(KLINE_FIELDS))
+    return {name: fields[name] for name in KLINE_FIELDS}
+
+
 def kline(symbol: str, minute: int, *, closed: bool = True, tick: int = 0) -> dict[str, Any]:
     """A kline of ``symbol`` for minute ``minute`` after BASE_MINUTE_MS; an open one (tick
     0, 1, ... updates within the minute) or the closed one. Values differ per symbol, minute
@@ -80,30 +99,25 @@ def kline(symbol: str, minute: int, *, closed: bool = True, tick: int = 0) -> di
     close_time = open_time + MINUTE_MS - 1
     event_time = close_time + 1 if closed else open_time + 1_000 * (tick + 1)
     seed = sum(map(ord, symbol)) % 97
-    return {
-        "event_type": "kline",
-        "event_time": event_time,
-        "stream_type": f"{symbol.lower()}@kline_1m",
-        "symbol": symbol,
-        "interval": "1m",
-        "open_time": open_time,
-        "close_time": close_time,
-        "first_trade_id": 1_000 * minute,
-        "last_trade_id": 1_000 * minute + 10 + tick,
-        "open_price": f"{65000 + minute}.{seed:02d}000000",
-        "close_price": f"{65000 + minute}.{seed:02d}5{tick % 10}0000",
-        "high_price": f"{65100 + minute}.10000000",
-        "low_price": f"{64900 + minute}.00000001",
-        "base_volume": f"{minute + tick}.12345678",
-        "quote_volume": f"{(minute + tick) * 65000}.87654321",
-        "trades": 11 + tick + minute,
-        "closed": closed,
-        "taker_buy_base_volume": f"{minute}.02000000",
-        "taker_buy_quote_volume": f"{minute * 65000}.00000000",
-        "source": "websocket",
-        "iso_timestamp": iso_timestamp(event_time),
-        "received_at": event_time * 1000 + 7,
-    }
+    return kline_record(
+        symbol,
+        open_time,
+        event_time,
+        first_trade_id=1_000 * minute,
+        last_trade_id=1_000 * minute + 10 + tick,
+        open_price=f"{65000 + minute}.{seed:02d}000000",
+        close_price=f"{65000 + minute}.{seed:02d}5{tick % 10}0000",
+        high_price=f"{65100 + minute}.10000000",
+        low_price=f"{64900 + minute}.00000001",
+        base_volume=f"{minute + tick}.12345678",
+        quote_volume=f"{(minute + tick) * 65000}.87654321",
+        trades=11 + tick + minute,
+        closed=closed,
+        taker_buy_base_volume=f"{minute}.02000000",
+        taker_buy_quote_volume=f"{minute * 65000}.00000000",
+        source="websocket",
+        received_at=event_time * 1000 + 7,
+    )
 
 
 def minute_of_klines(

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from consumers.s3.format import JsonlGzipFormat
 from schemas.codec import SCHEMA_DIR
-from schemas.record import iso_timestamp
+from tests.support.klines import kline_record
 
 MS_PER_MINUTE: Final = 60_000
 KLINE_FIELDS: Final = tuple(
@@ -33,30 +33,27 @@ def kline(
     close_time = open_time + MS_PER_MINUTE - 1
     event_time = close_time + 1 if source == "backfill" else close_time + 250
     o, h, low, c = (f"{Decimal(v):.8f}" for v in ohlc)
-    fields: dict[str, Any] = {
-        "event_type": "kline",
-        "event_time": event_time,
-        "stream_type": f"{symbol.lower()}@kline_1m",
-        "symbol": symbol,
-        "interval": "1m",
-        "open_time": open_time,
-        "close_time": close_time,
-        "first_trade_id": -1 if source == "backfill" else 7_000 + open_time // MS_PER_MINUTE,
-        "last_trade_id": -1 if source == "backfill" else 7_000 + open_time // MS_PER_MINUTE + 5,
-        "open_price": o,
-        "close_price": c,
-        "high_price": h,
-        "low_price": low,
-        "base_volume": f"{Decimal(base):.8f}",
-        "quote_volume": f"{Decimal(quote):.8f}",
-        "trades": trades,
-        "closed": True,
-        "taker_buy_base_volume": f"{Decimal(base) / 2:.8f}",
-        "taker_buy_quote_volume": f"{Decimal(quote) / 2:.8f}",
-        "source": source,
-        "iso_timestamp": iso_timestamp(event_time),
-        "received_at": event_time * 1000 + 3,
-    }
+    backfilled = source == "backfill"
+    first_trade_id = -1 if backfilled else 7_000 + open_time // MS_PER_MINUTE
+    fields = kline_record(
+        symbol,
+        open_time,
+        event_time,
+        first_trade_id=first_trade_id,
+        last_trade_id=-1 if backfilled else first_trade_id + 5,
+        open_price=o,
+        close_price=c,
+        high_price=h,
+        low_price=low,
+        base_volume=f"{Decimal(base):.8f}",
+        quote_volume=f"{Decimal(quote):.8f}",
+        trades=trades,
+        closed=True,
+        taker_buy_base_volume=f"{Decimal(base) / 2:.8f}",
+        taker_buy_quote_volume=f"{Decimal(quote) / 2:.8f}",
+        source=source,
+        received_at=event_time * 1000 + 3,
+    )
     fields.update(extra)
     assert tuple(fields) == KLINE_FIELDS  # the contract: kline.avsc's fields, in its order
     return fields

@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.s3_consumer
 	$(BIN)/python -m bench.producer_ws
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.report

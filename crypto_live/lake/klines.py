@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any, Final
 
 from crypto_live.lake.arrow import pa, pc
+from crypto_live.lake.candles import MS_PER_MINUTE
 from crypto_live.lake.minute_candles import KLINE, MinuteCandle
 from crypto_live.lake.reader import DECIMAL_TYPE, ParsedObject, RawFormat, parse_jsonl
+from schemas.kline import INTERVAL
 
 DEFAULT_KLINES_PREFIX: Final = "klines_jsonl"
-MS_PER_MINUTE: Final = 60_000
-INTERVAL: Final = "1m"
 _PRICES: Final = ("open_price", "close_price", "high_price", "low_price")
 # The kline.avsc fields a candle needs; the others (trade ids, taker volumes, ...) are ignored.
 KLINE_SCHEMA: Final = pa.schema(

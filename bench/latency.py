@@ -548,7 +548,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "default settings: 2 shards, RECORD_MAX_BUFFERED_TIME_MS "
         f"{settings.record_max_buffered_time_ms}, IDLE_TIME_BETWEEN_READS_MS "
         f"{settings.idle_time_between_reads_ms}, MAX_BATCH_TIMEOUT {settings.max_batch_timeout} s, "
-        f"MAX_BATCH_SIZE {settings.max_batch_size}, BATCH_GRACE_MS {settings.batch_grace_ms}"
+        f"MAX_BATCH_SIZE {settings.max_batch_size}, BATCH_GRACE_MS {settings.batch_grace_ms}, "
+        f"DYNAMODB_MAX_IN_FLIGHT {settings.dynamodb_max_in_flight}"
     )
     with moto_process() as moto:
 
@@ -566,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return result
 
         if args.runs in ("all", "embedded"):
-            # What `crypto-live up` runs: both consumers on the one emulator process.
+            # The services `crypto-live up` starts (as processes here): both consumers, one emulator.
             print(f"\nembedded default: {args.embedded_symbols:,} symbols, both consumers")
             load = load_average()
             embedded = run(args.embedded_symbols, args.embedded_duration, SINKS)

@@ -567,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return result
 
         if args.runs in ("all", "embedded"):
-            # The services `crypto-live up` starts (as processes here): both consumers, one emulator.
+            # The services `crypto-live up` starts (as processes here): both consumers, one moto.
             print(f"\nembedded default: {args.embedded_symbols:,} symbols, both consumers")
             load = load_average()
             embedded = run(args.embedded_symbols, args.embedded_duration, SINKS)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from binance.ws.streams import BinanceSocketManager
 
 from core.backoff import Backoff
 from core.errors import SourceUnavailableError
@@ -82,6 +81,10 @@ class BinanceSource:
         self._streams = list(streams)
         self._metrics = metrics
         if testnet and url == DEFAULT_BINANCE_STREAM_URL:
+            # python-binance's testnet URL; imported here: the package (aiohttp) costs every
+            # producer start most of a second of CPU, and only the testnet needs it.
+            from binance.ws.streams import BinanceSocketManager
+
             url = BinanceSocketManager.STREAM_TESTNET_URL
         self._base = url if url.endswith("/") else url + "/"
         self._url = combined_stream_url(self._base, self._streams)

@@ -13,17 +13,23 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from botocore.exceptions import ClientError
+
+from core.aws_errors import error_code
 from core.settings import Settings
 from crypto_live.dashboard.candles import CandleBook
 from crypto_live.dashboard.views import (
+    KLINE_DECIMALS,
     RateMeter,
     candle_rows,
     group_view,
     history_points,
+    kline_candles,
     stream_type,
     ticker_rows,
     totals_by_service,
 )
+from crypto_live.lake.minute_candles import MinuteCandle
 from schemas.record import iso_timestamp
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,9 @@ CACHE_SECONDS: Final = 0.5
 SCRAPE_TIMEOUT: Final = 1.0
 MAX_HISTORY_MINUTES: Final = 24 * 60
 MAX_CANDLE_HOURS: Final = 24  # the history table's retention (RETENTION_TTL_DAYS, 1 by default)
+# Placeholders of the candles-table attributes a minute needs besides open_time (some, like
+# ``trades``, would clash with DynamoDB's reserved words).
+_KLINE_NAMES: Final = {f"#{name}": name for name in ("close_time", "trades", *KLINE_DECIMALS)}
 
 
 class _Cached:
@@ -117,7 +126,8 @@ class DashboardSource:
         return {"now_ms": now_ms, "symbol": symbol, "points": history_points(items)}
 
     def candles(self, symbol: str, hours: int) -> dict[str, Any]:
-        """1-minute candles of ``symbol`` over the last ``hours`` (1 to 24), oldest first."""
+        """1-minute candles of ``symbol`` over the last ``hours`` (1 to 24), oldest first: from
+        the candles table where a kline closed, else approximated from the history."""
         hours = min(max(hours, 1), MAX_CANDLE_HOURS)
         now_ms = time.time_ns() // 1_000_000
         with self._books_lock:
@@ -135,8 +145,31 @@ class DashboardSource:
                 ProjectionExpression="event_time, close_price, base_volume, quote_volume",
             )
 
-        candles = book.refresh(read_since, now_ms - hours * 3_600_000, now_ms)
+        def read_klines(from_ms: int) -> list[MinuteCandle]:
+            return kline_candles(symbol, self._read_klines(symbol, from_ms))
+
+        since = now_ms - hours * 3_600_000
+        candles = book.refresh(read_since, read_klines, since, now_ms)
         return {"now_ms": now_ms, "symbol": symbol, "hours": hours, "candles": candle_rows(candles)}
+
+    def _read_klines(self, symbol: str, from_ms: int) -> list[dict[str, Any]]:
+        """The candles-table items of ``symbol`` from ``from_ms`` on; none (and a warning) when
+        the table does not exist (a stack provisioned before it), so the chart approximates."""
+        table = self._settings.dynamo_candles_table_name
+        try:
+            return _query_all(
+                self._db,
+                TableName=table,
+                KeyConditionExpression="#s = :s AND #t >= :from",
+                ExpressionAttributeNames={"#s": "symbol", "#t": "open_time", **_KLINE_NAMES},
+                ExpressionAttributeValues={":s": {"S": symbol}, ":from": {"N": str(from_ms)}},
+                ProjectionExpression=", ".join(["#t", *_KLINE_NAMES]),
+            )
+        except ClientError as err:
+            if error_code(err) != "ResourceNotFoundException":
+                raise
+            log.warning("no candles table %s: candles are approximated from the history", table)
+            return []
 
     def _read_latest(self) -> dict[str, Any]:
         items = _scan_all(self._db, TableName=self._settings.dynamo_latest_table_name)

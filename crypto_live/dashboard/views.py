@@ -14,12 +14,22 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from crypto_live.lake.candles import Candle, Tick
+from crypto_live.lake.candles import Tick
+from crypto_live.lake.minute_candles import KLINE, MinuteCandle
 
 SYMBOL_PATTERN: Final = re.compile(r"^[A-Z0-9]{1,32}$")
 CONSUMED: Final = "crypto_live_records_consumed_total"
 PUT: Final = "crypto_live_records_put_total"
 _CENTS: Final = Decimal("0.01")
+# The candles-table attributes (README "Data") of MinuteCandle's decimals, in its order.
+KLINE_DECIMALS: Final = (
+    "open_price",
+    "close_price",
+    "high_price",
+    "low_price",
+    "base_volume",
+    "quote_volume",
+)
 
 
 def stream_type(symbol: str) -> str:
@@ -103,18 +113,42 @@ def candle_ticks(items: Iterable[Mapping[str, Any]]) -> list[Tick]:
     return [ticks[when] for when in sorted(ticks)]
 
 
-def candle_rows(candles: Iterable[Candle]) -> list[list[Any]]:
-    """``[[open_time_ms, "open", "high", "low", "close", updates, "base_volume"], ...]``."""
+def kline_candle(symbol: str, item: Mapping[str, Any]) -> MinuteCandle | None:
+    """A candles-table item (a closed kline) as an exact minute; None when it lacks a field."""
+    values = [_decimal(_text(item, name)) for name in KLINE_DECIMALS]
+    decimals = [value for value in values if value is not None]
+    texts = [_text(item, name) for name in ("trades", "open_time", "close_time")]
+    integers = [int(text) for text in texts if text is not None and text.isdigit()]
+    if len(decimals) != len(values) or len(integers) != len(texts):
+        return None
+    open_, close, high, low, base, quote = decimals
+    trades, open_time, close_time = integers
+    return MinuteCandle(
+        symbol, open_, close, high, low, base, quote, trades, open_time, close_time, KLINE
+    )
+
+
+def kline_candles(symbol: str, items: Iterable[Mapping[str, Any]]) -> list[MinuteCandle]:
+    """Candles-table items of ``symbol`` as exact minutes, in item order (broken ones left out)."""
+    return [c for c in (kline_candle(symbol, item) for item in items) if c is not None]
+
+
+def candle_rows(candles: Iterable[MinuteCandle]) -> list[dict[str, Any]]:
+    """Minutes as `lake candles` rows: decimals as strings, times in epoch ms, ``trades`` None
+    and ``source`` ``miniticker-approximation`` where no kline was closed."""
     return [
-        [
-            c.open_time,
-            format(c.open, "f"),
-            format(c.high, "f"),
-            format(c.low, "f"),
-            format(c.close, "f"),
-            c.updates,
-            format(c.base_volume, "f"),
-        ]
+        {
+            "open_time": c.open_time,
+            "open": format(c.open, "f"),
+            "high": format(c.high, "f"),
+            "low": format(c.low, "f"),
+            "close": format(c.close, "f"),
+            "base_volume": format(c.base_volume, "f"),
+            "quote_volume": format(c.quote_volume, "f"),
+            "trades": c.trades,
+            "close_time": c.close_time,
+            "source": c.source,
+        }
         for c in candles
     ]
 

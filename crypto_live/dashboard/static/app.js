@@ -7,7 +7,8 @@
   const CANDLE_HOURS = 3;
   const state = {
     symbol: decodeURIComponent(location.hash.slice(1)) || null,
-    // [[open_time_ms, "open", "high", "low", "close", updates, "base_volume"], ...]
+    // [{open_time, open, high, low, close, base_volume, quote_volume, trades, close_time,
+    //   source: "kline" | "miniticker-approximation"}, ...], decimals as strings
     candles: [],
     candlesSymbol: null,
     busy: false,
@@ -234,6 +235,12 @@
     return { muted: get("--muted"), line: get("--line"), text: get("--text"), up: get("--up"), down: get("--down") };
   }
 
+  // The hover line under a candle's prices: Binance's trade count, or where it came from.
+  function candleNote(c) {
+    return c.source === "kline" ? `${c.trades.toLocaleString("en-US")} trades`
+      : "approximated from miniTicker";
+  }
+
   // One candlestick trace: every minute is its own box and wick, so nothing ever joins the
   // first candle to the last (the hand-drawn line chart's stray line cannot happen here).
   function drawChart() {
@@ -260,12 +267,12 @@
     const trace = {
       type: "candlestick",
       name: state.symbol || "",
-      x: candles.map((c) => utcMinute(c[0])),
-      open: candles.map((c) => Number(c[1])),
-      high: candles.map((c) => Number(c[2])),
-      low: candles.map((c) => Number(c[3])),
-      close: candles.map((c) => Number(c[4])),
-      text: candles.map((c) => `${c[5]} updates`),
+      x: candles.map((c) => utcMinute(c.open_time)),
+      open: candles.map((c) => Number(c.open)),
+      high: candles.map((c) => Number(c.high)),
+      low: candles.map((c) => Number(c.low)),
+      close: candles.map((c) => Number(c.close)),
+      text: candles.map(candleNote),
       increasing: { line: { color: colors.up, width: 1 }, fillcolor: colors.up },
       decreasing: { line: { color: colors.down, width: 1 }, fillcolor: colors.down },
       whiskerwidth: 0,

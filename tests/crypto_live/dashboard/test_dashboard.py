@@ -29,7 +29,7 @@ from core.aws import AwsClients
 from core.health import Health, serve
 from core.metrics import Counters, Metrics
 from core.settings import Settings
-from crypto_live.dashboard.candles import CandleBook
+from crypto_live.dashboard.candles import ApproximationBook
 from crypto_live.dashboard.server import PLOTLY_PATH, DashboardServer, plotly_js
 from crypto_live.dashboard.source import DashboardSource
 from crypto_live.dashboard.views import (
@@ -115,7 +115,7 @@ def test_candle_book_reads_only_what_can_change_and_equals_a_full_rebuild() -> N
         reads.append(since)
         return history_items([r for r in records if since <= r["event_time"] <= clock])
 
-    book = CandleBook("BTCUSDT")
+    book = ApproximationBook("BTCUSDT")
     for clock in range(t0 + 30_000, t0 + 200 * 7_000, 45_000):  # a refresh every 45 s
         got = book.refresh(read_since, clock - 3 * 3_600_000, clock)
         full = build_candles("BTCUSDT", candle_ticks(read_since(0)))
@@ -218,7 +218,7 @@ def test_api_answers_from_dynamodb(aws_settings: Settings, aws: AwsClients) -> N
             assert gzip.decompress(script.read()) == plotly_js()[0]
         status, candles = get_json(base + "api/candles?symbol=ETHUSDT&hours=3")
         assert status == 200 and candles["hours"] == 3
-        closes = [c[4] for c in candles["candles"]]  # one update per minute at most here
+        closes = [c["close"] for c in candles["candles"]]  # one update per minute at most here
         assert closes[:2] == ["7300.50000000", "700.50000000"] and closes[-1] == "102.50000000"
         assert get_json(base + "api/candles?symbol=ETH-USD")[0] == 400
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from consumers.app import run_consumer
+from consumers.dynamodb.candles import candle_item
 from consumers.dynamodb.items import coalesce_latest, history_item
 from consumers.dynamodb.writer import DynamoDbWriter
 from consumers.engine.leases import DynamoLeaseStore
@@ -44,6 +45,7 @@ from crypto_live.lake.candles import build_candles
 from crypto_live.provision import provision
 from producer.app import run_producer
 from schemas.record import iso_timestamp
+from tests.support.klines import kline_record
 from tests.support.pipeline import ticker
 
 CHROMIUM = "/usr/bin/chromium"
@@ -320,8 +322,33 @@ SEEDED = "SEEDUSDT"
 SEEDED_MINUTES = 90
 
 
-def seed_history(settings: Settings, aws: AwsClients) -> list[dict[str, Any]]:
-    """SEEDED_MINUTES whole minutes of SEEDUSDT ending a minute ago, four updates each."""
+def seeded_kline(open_time: int, m: int) -> dict[str, Any]:
+    """The closed kline of SEEDUSDT's minute ``m``: other prices than its updates', and trades."""
+    return kline_record(
+        SEEDED,
+        open_time,
+        open_time + 60_000,
+        first_trade_id=100 * m,
+        last_trade_id=100 * m + 999 + m,
+        open_price=f"{100 + m}.25000000",
+        close_price=f"{102 + m}.75000000",
+        high_price=f"{103 + m}.00000000",
+        low_price=f"{99 + m}.50000000",
+        base_volume=f"{m}.5",
+        quote_volume=f"{m * 100}.5",
+        trades=1_000 + m,
+        closed=True,
+        taker_buy_base_volume="0",
+        taker_buy_quote_volume="0",
+        source="websocket",
+        received_at=(open_time + 60_000) * 1000,
+    )
+
+
+def seed_history(settings: Settings, aws: AwsClients) -> dict[int, dict[str, Any] | None]:
+    """SEEDED_MINUTES whole minutes of SEEDUSDT ending a minute ago, four updates each, and
+    the closed klines of all but every tenth minute (missed) and the last (not in yet); by
+    open time, each minute's kline or None."""
     minute = 60_000
     first = (time.time_ns() // 1_000_000 // minute - SEEDED_MINUTES) * minute
     records = [
@@ -329,18 +356,26 @@ def seed_history(settings: Settings, aws: AwsClients) -> list[dict[str, Any]]:
         for m in range(SEEDED_MINUTES)
         for s in (5, 20, 35, 50)
     ]
+    klines = {
+        first + m * minute: None
+        if m % 10 == 3 or m == SEEDED_MINUTES - 1
+        else seeded_kline(first + m * minute, m)
+        for m in range(SEEDED_MINUTES)
+    }
     writer = DynamoDbWriter(
         aws.dynamodb,
         settings.dynamo_table_name,
         settings.dynamo_latest_table_name,
         Metrics("consumer-dynamodb"),
+        candles_table=settings.dynamo_candles_table_name,
     )
     try:
         writer.write_history([history_item(r, 1) for r in records])
         writer.update_latest(coalesce_latest(records))
+        writer.write_candles([candle_item(k) for k in klines.values() if k is not None])
     finally:
         writer.close()
-    return records
+    return klines
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
@@ -364,7 +399,7 @@ def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
 
     settings = aws_settings.with_overrides(**FAST)
     provision(settings, aws)
-    seed_history(settings, aws)
+    seeded_klines = seed_history(settings, aws)
     symbols = 6
     with (
         Pipeline(settings, symbols) as pipeline,
@@ -441,6 +476,23 @@ def test_browser_table_fills_and_chart_draws_while_the_pipeline_runs(
             "'#chart g.trace path')).map((p) => p.getBBox().width));"
         )
         assert widest <= slot, (widest, slot)
+        # Minutes with a closed kline are drawn from it (its prices, its trades on hover); the
+        # others (missed, not in yet) from the miniTicker updates.
+        trace = chromium.execute_script(
+            "const t = document.getElementById('chart').data[0];"
+            "return {open: t.open, close: t.close, text: t.text};"
+        )
+        klines = [seeded_klines[when] for when in sorted(seeded_klines)]
+        assert trace["text"] == [
+            f"{k['trades']:,} trades" if k else "approximated from miniTicker" for k in klines
+        ]
+        for m, (k, opened, closed) in enumerate(
+            zip(klines, trace["open"], trace["close"], strict=True)
+        ):
+            if k is not None:
+                assert (opened, closed) == (float(k["open_price"]), float(k["close_price"])), m
+            else:  # the minute's first and last update (at 5 s and 50 s)
+                assert (opened, closed) == (float(f"{102 + m}.05"), float(f"{102 + m}.50")), m
         chromium.save_screenshot(str(tmp_path / "candles.png"))
 
         # The pipeline panel: the DynamoDB group's shards and its records/s.

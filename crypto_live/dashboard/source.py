@@ -100,6 +100,7 @@ class DashboardSource:
         self._pipeline = _Cached(cache_seconds, self._read_pipeline)
         self._books: dict[str, CandleBook] = {}
         self._books_lock = threading.Lock()
+        self._warned_no_candles_table = False
 
     def latest(self) -> dict[str, Any]:
         return self._latest.get()
@@ -168,7 +169,9 @@ class DashboardSource:
         except ClientError as err:
             if error_code(err) != "ResourceNotFoundException":
                 raise
-            log.warning("no candles table %s: candles are approximated from the history", table)
+            if not self._warned_no_candles_table:  # once, not at every refresh
+                self._warned_no_candles_table = True
+                log.warning("no candles table %s: candles approximated from the history", table)
             return []
 
     def _read_latest(self) -> dict[str, Any]:

@@ -239,3 +239,25 @@ def test_api_candles_are_klines_where_closed_else_approximated(
         assert counting.kline_queries[1:] == [first + 10 * MINUTE]
         expected[closing["open_time"]] = kline_row(closing)
         assert again["candles"] == [expected[when] for when in sorted(expected)]
+
+
+@pytest.mark.integration
+def test_api_candles_without_a_candles_table_are_approximated(
+    aws_settings: Settings, aws: AwsClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    provision(aws_settings, aws)
+    aws.dynamodb.delete_table(TableName=aws_settings.dynamo_candles_table_name)
+    now = time.time_ns() // 1_000_000
+    ticks = [ticker("ETHUSDT", now - age_s * 1000, f"{100 + age_s}.5") for age_s in (300, 120, 1)]
+    write(aws_settings, aws, ticks, [])
+    lake = build_candles("ETHUSDT", candle_ticks(history_items(ticks)))
+    with DashboardServer(DashboardSource(aws_settings, aws.dynamodb), "127.0.0.1", 0) as dashboard:
+        for _ in range(2):
+            status, body = get_json(dashboard.url + "api/candles?symbol=ETHUSDT")
+            assert status == 200
+            assert body["candles"] == candle_rows(map(approximated, lake))
+    warnings = [r.getMessage() for r in caplog.records if "no candles table" in r.getMessage()]
+    assert warnings == [
+        f"no candles table {aws_settings.dynamo_candles_table_name}: "
+        "candles approximated from the history"
+    ]

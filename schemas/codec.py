@@ -121,6 +121,9 @@ def _long(value: int) -> bytes:
 
 # Avro lengths are zig-zag longs: the varint of 2n; 0..8191 from the table, longer -> fastavro.
 _LENGTHS: Final = tuple(_VARINTS[2 * n] for n in range(8192))
+# The same for 0..63 as one-character text: 2n < 128, so an ASCII run of short strings and
+# their lengths is built as text and encoded once (see compile_writer).
+_SHORT_LENGTHS: Final = tuple(chr(2 * n) for n in range(64))
 
 Writer = Callable[[Mapping[str, Any]], "bytes | None"]
 
@@ -138,6 +141,12 @@ def compile_writer(parsed: Any, header: bytes) -> Writer | None:
         return None
     # Generated once per schema: one straight-line function, no per-field dispatch.
     reads, checks, encodes, parts = [], [], [], ["_header"]
+    # The quick path: each run of consecutive string fields as one f-string of one-character
+    # lengths and the values, encoded at once. It holds when the run is ASCII (then characters
+    # are bytes, and isascii() is O(1)) and every string is under 64 characters.
+    runs: list[list[str]] = []
+    quick_parts: list[str] = ["_header"]
+    in_run = False
     for i, field in enumerate(fields):
         kind, value = field["type"], f"v{i}"
         reads.append(f"        {value} = record[{field['name']!r}]")
@@ -145,16 +154,36 @@ def compile_writer(parsed: Any, header: bytes) -> Writer | None:
             checks.append(f"type({value}) is not str")
             encodes.append(f"    b{i} = {value}.encode()")
             parts += [f"_LENGTHS[len(b{i})]", f"b{i}"]
-        elif kind == "bytes":
+            if not in_run:
+                runs.append([])
+                quick_parts.append(f"t{len(runs) - 1}.encode()")
+                in_run = True
+            runs[-1].append(f"{{_SHORT_LENGTHS[len({value})]}}{{{value}}}")
+            continue
+        if kind == "bytes":
             checks.append(f"type({value}) is not bytes")
-            parts += [f"_LENGTHS[len({value})]", value]
+            part = [f"_LENGTHS[len({value})]", value]
         elif kind == "boolean":
             checks.append(f"type({value}) is not bool")
-            parts.append(f"(b'\\x01' if {value} else b'\\x00')")
+            part = [f"(b'\\x01' if {value} else b'\\x00')"]
         else:
             low, high = _RANGES[kind]
             checks.append(f"type({value}) is not int or not {low} <= {value} <= {high}")
-            parts.append(f"_long({value})")
+            part = [f"_long({value})"]
+        parts += part
+        quick_parts += part
+        in_run = False
+    quick = []
+    if runs:
+        ascii_check = " and ".join(f"t{r}.isascii()" for r in range(len(runs)))
+        quick = [
+            "    try:",
+            *(f'        t{r} = f"{"".join(run)}"' for r, run in enumerate(runs)),
+            f"        if {ascii_check}:",
+            f"            return b''.join(({', '.join(quick_parts)},))",
+            "    except IndexError:",
+            "        pass  # a string of 64 characters or more, or bytes of 8 KiB or more",
+        ]
     source = "\n".join(
         [
             "def write(record):",
@@ -164,6 +193,7 @@ def compile_writer(parsed: Any, header: bytes) -> Writer | None:
             "        return None",
             f"    if {' or '.join(checks)}:",
             "        return None",
+            *quick,
             *encodes,
             "    try:",
             f"        return b''.join(({', '.join(parts)},))",
@@ -171,7 +201,12 @@ def compile_writer(parsed: Any, header: bytes) -> Writer | None:
             "        return None",
         ]
     )
-    namespace: dict[str, Any] = {"_header": header, "_LENGTHS": _LENGTHS, "_long": _long}
+    namespace: dict[str, Any] = {
+        "_header": header,
+        "_LENGTHS": _LENGTHS,
+        "_SHORT_LENGTHS": _SHORT_LENGTHS,
+        "_long": _long,
+    }
     exec(compile(source, f"<avro writer {parsed['name']}>", "exec"), namespace)  # noqa: S102
     writer: Writer = namespace["write"]
     return writer

@@ -130,3 +130,13 @@ def test_other_schemas_are_not_compiled() -> None:
     )
     assert compile_writer(nested, b"") is None
     assert compile_writer(fastavro.parse_schema("string"), b"") is None
+
+
+@pytest.mark.parametrize("text", ["", "a", "x" * 63, "x" * 64, "é", "a" * 62 + "é", "\x7f", "\x80"])
+def test_strings_around_the_ascii_run_limits_match_fastavro(text: str) -> None:
+    """The one-encode path takes ASCII strings under 64 characters; anything else (64 or more,
+    any non-ASCII character) goes the field-by-field way: the bytes are fastavro's either way."""
+    codec = default_codec()
+    for field in ("event_type", "symbol", "iso_timestamp"):
+        record = dict(RECORD, **{field: text})
+        assert codec.encode(record) == codec.encode_with_fastavro(record), (field, text)

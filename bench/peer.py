@@ -60,10 +60,13 @@ async def _run_ours(endpoint: str, stream: str, texts: list[str]) -> dict[str, f
 
     clients = AwsClients(settings)
     metrics = Metrics("producer")
+    # Configured as producer.app configures it (AGGREGATION_MAX_BYTES etc. from the environment).
     publisher = Publisher(
         KinesisStreamWriter(clients.kinesis, stream),
         metrics,
+        max_bytes=settings.aggregation_max_bytes,
         max_in_flight=settings.max_in_flight_puts,
+        max_buffered_time=settings.record_max_buffered_time_ms / 1000,
     )
     clock: dict[str, float] = {}
 

@@ -117,7 +117,8 @@ class Settings(BaseSettings):
 
     # Producer tuning (KPL names where KPL has one).
     record_max_buffered_time_ms: int = Field(default=100, ge=1, le=60_000)
-    aggregation_max_bytes: int = Field(default=51_200, ge=1024, le=1_048_320)
+    # At most a Kinesis record (1 MiB) less the longest partition key (1 KiB, counted in it).
+    aggregation_max_bytes: int = Field(default=51_200, ge=1024, le=1_047_552)
     producer_queue_size: int = Field(default=10_000, ge=1)
     max_in_flight_puts: int = Field(default=4, ge=1, le=64)
     shard_map_refresh_seconds: float = Field(default=30.0, gt=0)

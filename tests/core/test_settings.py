@@ -29,6 +29,7 @@ def test_testnet_is_a_real_boolean(monkeypatch: pytest.MonkeyPatch, text: str, v
         ("INITIAL_POSITION", "YESTERDAY", "invalid setting INITIAL_POSITION (got 'YESTERDAY')"),
         ("INITIAL_POSITION", "AT_TIMESTAMP:soon", "invalid setting INITIAL_POSITION"),
         ("S3_SSE", "rot13", "invalid setting S3_SSE (got 'rot13')"),
+        ("AGGREGATION_MAX_BYTES", "1047553", "invalid setting AGGREGATION_MAX_BYTES"),
     ],
 )
 def test_bad_values_stop_with_one_line_naming_the_variable(
@@ -75,3 +76,15 @@ def test_a_secret_setting_never_reaches_the_log(monkeypatch: pytest.MonkeyPatch)
         logger.removeHandler(handler)
     assert "sk-very-secret-value" not in stream.getvalue()
     assert '"service": "test"' in stream.getvalue()
+
+
+def test_the_largest_aggregate_size_allowed_is_one_the_aggregator_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from producer.aggregation import ShardAggregator
+    from producer.shard_map import ShardMap, ShardRange
+
+    monkeypatch.setenv("AGGREGATION_MAX_BYTES", "1047552")
+    limit = load_settings().aggregation_max_bytes
+    one_shard = ShardMap([ShardRange("shardId-000000000000", 0, 2**128 - 1)])
+    ShardAggregator(one_shard, max_bytes=limit)  # no ValueError at start-up

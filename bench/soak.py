@@ -1,7 +1,7 @@
 """Memory soak: RSS of the producer and both consumers over a burst and a long steady run.
 
 Every service is its own process with default settings, on the embedded AWS (moto's server,
-one more process). The simulated exchange first sends a burst of BURST messages (its
+one more process). The simulated exchange first sends a burst of BURST miniTicker records (its
 all-market stream ``!miniTicker@arr`` at BURST_RATE_HZ ticks per second), then is restarted at
 the simulated all-market rate (SYMBOLS symbols x 1 Hz) for the soak. Each process's resident
 set size (psutil when installed, else /proc/PID/status VmRSS) is sampled throughout and
@@ -301,7 +301,7 @@ def readme_rows(result: SoakResult, burst: int, seconds: float, warmup: float) -
     """One row per process, then the run's context."""
     last = result.samples[-1].progress
     label = (
-        f"{burst:,}-message burst, then {seconds:.0f} s at {SYMBOLS:,} symbols/s "
+        f"{burst:,}-record burst, then {seconds:.0f} s at {SYMBOLS:,} symbols/s "
         f"(`!miniTicker@arr`), every service its own process on one moto server"
     )
     rows: list[Row] = []

@@ -72,7 +72,7 @@ def processor_factory(
         from consumers.dynamodb.writer import DynamoDbWriter
 
         writer = DynamoDbWriter(
-            clients.dynamodb,
+            clients.sink_client("dynamodb"),
             settings.dynamo_table_name,
             settings.dynamo_latest_table_name,
             metrics,
@@ -106,7 +106,7 @@ def processor_factory(
     from consumers.s3.writer import S3BatchWriter
 
     s3_writer = S3BatchWriter(
-        clients.s3,
+        clients.sink_client("s3"),
         settings.s3_bucket,
         metrics,
         sse=settings.s3_sse,

@@ -22,14 +22,16 @@ _TIMEOUTS: dict[str, tuple[float, float]] = {  # service -> (connect, read) seco
 _DEFAULT_TIMEOUTS = (5.0, 30.0)
 
 
-def client_config(service: str) -> Config:
-    """The botocore Config of ``service``'s clients: its timeouts, standard retries."""
+def client_config(service: str, *, validated: bool = True) -> Config:
+    """The botocore Config of ``service``'s clients: its timeouts, standard retries; without
+    client-side parameter validation when not ``validated`` (see ``AwsClients.sink_client``)."""
     connect, read = _TIMEOUTS.get(service, _DEFAULT_TIMEOUTS)
     return Config(
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=connect,
         read_timeout=read,
         max_pool_connections=32,
+        parameter_validation=validated,
     )
 
 
@@ -58,16 +60,24 @@ class AwsClients:
     def endpoint_url(self) -> str | None:
         return self._settings.aws_endpoint_url
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, validated: bool = True) -> Any:
         """A cached boto3 client for ``service`` on its endpoint: AWS_ENDPOINT_URL_<SERVICE>, else
         AWS_ENDPOINT_URL, else AWS."""
-        if service not in self._clients:
-            self._clients[service] = self._session.client(
+        key = service if validated else f"{service} (unvalidated)"
+        if key not in self._clients:
+            self._clients[key] = self._session.client(
                 service,
                 endpoint_url=self._settings.endpoint_url_for(service),
-                config=client_config(service),
+                config=client_config(service, validated=validated),
             )
-        return self._clients[service]
+        return self._clients[key]
+
+    def sink_client(self, service: str) -> Any:
+        """A client of ``service`` for a consumer sink's writes: botocore's client-side parameter
+        validation off (Config(parameter_validation=False)). The sinks build every request from
+        fixed shapes and the service validates it anyway; botocore's walk over every attribute
+        of every item was the DynamoDB consumer's largest CPU cost."""
+        return self.client(service, validated=False)
 
     @property
     def kinesis(self) -> Any:

@@ -12,6 +12,8 @@ from typing import Any, Final
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.avro_reader import Reader, compile_reader
+
 MAGIC: Final = b"\xc3\x01"
 HEADER_SIZE: Final = len(MAGIC) + 8
 SCHEMA_DIR: Final = Path(__file__).parent
@@ -221,6 +223,8 @@ class SingleObjectCodec:
         self._header = MAGIC + self._writer.fingerprint
         self._buffer = io.BytesIO()
         self._compiled = compile_writer(self._writer.parsed, self._header)
+        # Compiled readers by writer fingerprint, made on first use (None: fastavro only).
+        self._readers: dict[bytes, Reader | None] = {}
 
     @property
     def writer(self) -> RegisteredSchema:
@@ -255,6 +259,10 @@ class SingleObjectCodec:
             raise DecodeError("not Avro single-object encoding (bad marker or too short)")
         writer = self._registry.by_fingerprint(data[2:HEADER_SIZE])
         target = reader or self._writer
+        if writer.fingerprint == target.fingerprint:  # no resolution: the compiled reader
+            fast = self._reader_of(writer)
+            if fast is not None and (fast_record := fast(data, HEADER_SIZE)) is not None:
+                return fast_record
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
             record: Any = fastavro.schemaless_reader(body, writer.parsed, target.parsed)
@@ -265,6 +273,11 @@ class SingleObjectCodec:
         if not isinstance(record, dict):
             raise DecodeError(f"{writer.name} is not a record schema")
         return record
+
+    def _reader_of(self, writer: RegisteredSchema) -> Reader | None:
+        if writer.fingerprint not in self._readers:
+            self._readers[writer.fingerprint] = compile_reader(writer.parsed)
+        return self._readers[writer.fingerprint]
 
     def decode_typed(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Decode bytes of any registered type: (schema name, record in the newest schema of

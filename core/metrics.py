@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -162,8 +165,27 @@ class Metrics:
     def observe_ages(self, name: Histograms, received_at_us: Iterable[int]) -> None:
         """Observe, per record, the seconds from its producer ``received_at`` (epoch µs) to now."""
         now_us = time.time_ns() // 1000
-        for received_at in received_at_us:
-            self.observe(name, (now_us - received_at) / 1e6)
+        self.observe_many(name, [(now_us - received_at) / 1e6 for received_at in received_at_us])
+
+    def observe_many(self, name: Histograms, values: Iterable[float]) -> None:
+        """``observe`` each value; the histogram's sum and buckets move once per call, not once
+        per value (a consumer observes every record it makes durable)."""
+        histogram = self._histograms[name]
+        amounts = list(values)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        bounds = getattr(histogram, "_upper_bounds", None)
+        if buckets is None or total is None or bounds is None or any(map(math.isnan, amounts)):
+            for amount in amounts:  # not prometheus_client's layout, or a NaN: one at a time
+                histogram.observe(amount)
+            return
+        if not amounts:
+            return
+        # As Histogram.observe: the sum, and a count in the first bucket whose upper bound is
+        # >= the value (the last bound is +Inf), which is where bisect_left lands.
+        total.inc(sum(amounts))
+        for index, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
+            buckets[index].inc(count)
 
     def set_shard_lag(self, shard_id: str, millis: int | None) -> None:
         """Lag of one shard; None when this worker no longer reads it."""

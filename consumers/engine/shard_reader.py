@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,8 +116,10 @@ class ShardReader:
         self._parents_done = parents_done
         self._closed_ending = closed_ending
         self._metrics = metrics or Metrics("shard-reader")
-        # (position, received_at µs or None) of records handed over but not yet checkpointed.
-        self._in_sink: deque[tuple[Position, int | None]] = deque()
+        # Per batch handed over and not yet checkpointed: its records' positions (in shard
+        # order) and their received_at µs (None for a type without one), for the latency
+        # histogram once they are durable.
+        self._in_sink: deque[tuple[list[Position], list[int | None]]] = deque()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._last_read: int | None = None  # sequence of the last Kinesis record read
 
@@ -228,7 +231,9 @@ class ShardReader:
         if records:
             self._metrics.inc(Counters.RECORDS_CONSUMED, len(records))
             self._metrics.observe(Histograms.BATCH_RECORDS, len(records))
-            self._in_sink.extend((r.position, _received_at(r.record)) for r in records)
+            self._in_sink.append(
+                ([r.position for r in records], [_received_at(r.record) for r in records])
+            )
             await self._commit(await self._processor.process(records))
         # AWS ends a closed shard with a null iterator; moto never does (see below).
         return page.next_iterator is None or (not page.records and self._read_to_closed_end())
@@ -254,12 +259,21 @@ class ShardReader:
         if position is None:
             return
         await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
-        durable = []
-        while self._in_sink and self._in_sink[0][0] <= position:
-            received_at = self._in_sink.popleft()[1]
-            if received_at is not None:
-                durable.append(received_at)
-        self._metrics.observe_ages(Histograms.END_TO_END_SECONDS, durable)
+        durable: list[int | None] = []
+        while self._in_sink:
+            positions, received = self._in_sink[0]
+            if positions[-1] <= position:
+                durable += received
+                self._in_sink.popleft()
+                continue
+            cut = bisect_right(positions, position)  # the batch is durable up to here
+            if cut:
+                durable += received[:cut]
+                self._in_sink[0] = (positions[cut:], received[cut:])
+            break
+        self._metrics.observe_ages(
+            Histograms.END_TO_END_SECONDS, [at for at in durable if at is not None]
+        )
 
     async def _decode(
         self, raw_records: list[dict[str, Any]], skip: Position | None
@@ -268,17 +282,20 @@ class ShardReader:
         bad: list[UndecodableRecord] = []
         for raw in raw_records:
             arrival = _utc(raw["ApproximateArrivalTimestamp"])
+            sequence = int(raw["SequenceNumber"])
             try:
                 users = deaggregate(raw)
             except DeaggregationError as err:
-                position = Position(int(raw["SequenceNumber"]))
+                position = Position(sequence)
                 if skip is None or position > skip:
                     bad.append(
                         UndecodableRecord(self.shard_id, position, arrival, raw["Data"], str(err))
                     )
                 continue
+            # Only an aggregate holding the checkpoint has user records to skip.
+            at_or_before = skip if skip is not None and sequence <= skip.sequence else None
             for user in users:
-                self._decode_user(user, arrival, skip, out, bad)
+                self._decode_user(user, sequence, arrival, at_or_before, out, bad)
         if bad:
             await self._executors.dead_letters(self._dead_letters, bad)
         return out
@@ -286,12 +303,13 @@ class ShardReader:
     def _decode_user(
         self,
         user: UserRecord,
+        sequence: int,
         arrival: datetime,
         skip: Position | None,
         out: list[ConsumedRecord],
         bad: list[UndecodableRecord],
     ) -> None:
-        position = Position(int(user.sequence_number), user.sub_sequence_number)
+        position = Position(sequence, user.sub_sequence_number)
         if skip is not None and position <= skip:
             return  # at or before the checkpoint: already durable in the sink
         try:

@@ -102,10 +102,10 @@ class _OpenBatch:
         self.duplicates = 0
         self.last: Position | None = None
 
-    def append(self, record: ConsumedRecord, line: bytes) -> None:
+    def append(self, record: ConsumedRecord, line: bytes, key: tuple[Any, Any]) -> None:
         self.records.append(record)
         self.lines.append(line)
-        self.keys.add(duplicate_key(record))
+        self.keys.add(key)
         self.size += len(line)
         self.last = record.position
 
@@ -162,6 +162,9 @@ class SegmentCutter:
         self.grace_ms = grace_ms
         self._lines = dict(lines)
         self._open: _OpenSegment | None = None
+        # The user records of one aggregate share one arrival object: its epoch ms, once.
+        self._arrival: datetime | None = None
+        self._arrival_ms = 0
 
     @property
     def buffered(self) -> int:
@@ -199,7 +202,9 @@ class SegmentCutter:
         self._open = None
 
     def _add_one(self, record: ConsumedRecord, kind: str | None, out: list[Segment]) -> None:
-        arrival_ms = epoch_ms(record.arrival)
+        if record.arrival is not self._arrival:
+            self._arrival, self._arrival_ms = record.arrival, epoch_ms(record.arrival)
+        arrival_ms = self._arrival_ms
         segment = self._open
         if segment is not None and arrival_ms >= segment.window_end_ms:
             out.append(self._emit())
@@ -208,7 +213,8 @@ class SegmentCutter:
             self._opened(segment, record, arrival_ms).last = record.position
             return
         batch = None if segment is None else segment.batches.get(kind)
-        if batch is not None and duplicate_key(record) in batch.keys:
+        key = duplicate_key(record)
+        if batch is not None and key in batch.keys:
             assert segment is not None
             batch.duplicates += 1
             batch.last = segment.last = record.position
@@ -225,7 +231,7 @@ class SegmentCutter:
         segment = self._opened(segment, record, arrival_ms)
         if batch is None:
             batch = segment.batches[kind] = _OpenBatch()
-        batch.append(record, line)
+        batch.append(record, line, key)
         segment.rows += 1
         segment.last = record.position
 

@@ -101,6 +101,7 @@ class Worker:
         self._leases: dict[str, Lease] = {}
         self._closed: dict[str, int] = {}  # closed shard -> EndingSequenceNumber
         self._reader_stop = asyncio.Event()
+        self._stop = asyncio.Event()  # run()'s: no lease is taken once it is set
         self._next_discovery = 0.0
 
     @property
@@ -120,10 +121,11 @@ class Worker:
         stopping = asyncio.Event()  # set to stop the renewal task
         renewal = asyncio.create_task(self._renew_forever(stopping), name="lease-renewal")
         try:
+            self._stop = stop
             while not stop.is_set():
                 if renewal.done():
                     renewal.result()  # the renewal task's failure surfaces in its owner
-                await _unless_stopped(self._cycle(), stop)
+                await _unless_stopped(self._cycle(), stop, self._config.renew_seconds)
                 await _first_of(stop, renewal, self._config.renew_seconds)
         finally:
             await self._shutdown(stopping, renewal)
@@ -218,6 +220,8 @@ class Worker:
                 await self._executors.leases(self._store.create, shard.shard_id, parents, start)
 
     async def _take(self, lease: Lease, *, stolen: bool = False) -> None:
+        if self._stop.is_set():
+            return  # stopping: take nothing more (a lease taken now would outlive the worker)
         try:
             taken = await self._executors.leases(self._store.take, lease, self.worker_id)
         except LeaseLostError:
@@ -337,13 +341,20 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
-    """Run ``work`` until it ends or ``stop`` is set, whichever comes first: a lease cycle
-    hanging on an unreachable lease table must not hold up a SIGTERM."""
+async def _unless_stopped(
+    work: Coroutine[Any, Any, None], stop: asyncio.Event, grace: float
+) -> None:
+    """Run ``work`` until it ends, or until ``grace`` seconds after ``stop`` is set: a lease
+    cycle hanging on an unreachable lease table must not hold up a SIGTERM, but one whose
+    take is in flight finishes it (the call completes in the table whether or not it is
+    awaited), so the lease it took is registered, and released by the shutdown, instead of
+    staying this worker's until it expires."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace)
     finally:
         stopped.cancel()
         if not task.done():

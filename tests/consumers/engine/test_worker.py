@@ -365,3 +365,30 @@ def test_release_after_a_renewal_applied_behind_the_handles_back_still_frees_the
     store.take(lease, "w2")
     worker._release(stale)
     assert [x.owner for x in store.list_leases()] == ["w2"]
+
+
+@pytest.mark.parametrize("stop_after", [1.7, 1.9, 2.05, 2.2, 2.35, 2.5, 2.65, 2.8, 2.95, 3.1])
+def test_a_take_in_flight_at_sigterm_is_finished_and_released(stop_after: float) -> None:
+    """A worker picking up the leases another released at its own shutdown gets SIGTERM
+    while a take is applied in the table but not yet answered: the cycle finishes that take
+    (no new one starts) and the shutdown releases it; cancelling it left the lease owned
+    until it expired (test_consumer_group caught it in CI)."""
+
+    async def scenario(c: Cluster) -> None:
+        put(c.kinesis, range(100))
+        c.start("a")
+        await c.sample_for(5)
+        assert spread(c.owners()) == [4]
+        slow = EngineExecutors(AnsweredLate(0.4), InlineRunner(), InlineRunner())
+        late = make_worker("b", c.kinesis, c.store, c.sink, slow)
+        stop = asyncio.Event()
+        task = asyncio.create_task(late.run(stop))
+        await asyncio.sleep(2.0)  # b's cycles run; a still holds every lease
+        await c.stop("a")  # releases all four: b's next cycle takes them, each answered late
+        await asyncio.sleep(stop_after)
+        stop.set()
+        await task
+
+    c = run(scenario)
+    assert {lease.owner for lease in c.store.list_leases()} == {None}
+    assert c.sink.writes == dict.fromkeys(range(100), 1)

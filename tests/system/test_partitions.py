@@ -86,6 +86,17 @@ def reads_from_start(service: ServiceProcess) -> list[str]:
     return [m for m in service.messages() if m.startswith("reading ") and "TRIM_HORIZON" in m]
 
 
+def checkpointed(aws: AwsClients, lease_table: str, shards: int) -> bool:
+    """Every shard's lease has a checkpoint past TRIM_HORIZON: a read that starts again after
+    this starts from it, not from the shard's start."""
+    try:
+        items = aws.dynamodb.scan(TableName=lease_table, ConsistentRead=True)["Items"]
+    except aws.dynamodb.exceptions.ResourceNotFoundException:
+        return False
+    marks = [item["checkpoint"]["S"] for item in items]
+    return len(marks) == shards and all(mark.isdigit() for mark in marks)
+
+
 def stop_timed(service: ServiceProcess) -> tuple[int, float]:
     started = time.monotonic()
     code = service.terminate(timeout=60)
@@ -111,6 +122,10 @@ def test_dynamodb_partition_loses_nothing_and_catches_up_after_heal(
         ) as consumer,
     ):
         until([consumer], lambda: count_items(aws, settings.dynamo_table_name) >= 2_000, 60)
+        # The lease table is DynamoDB too: partition only once both shards are checkpointed
+        # (a checkpoint follows its batch's latest rows), so "never read again from the start"
+        # below is about the partition, not about a first checkpoint it cut off.
+        until([consumer], lambda: checkpointed(aws, "crypto-live-dynamodb-leases", 2), 30)
         proxy.partition(dynamodb_calls)
         records += published(settings, aws, range(2_000, 3_000))  # Kinesis is still reachable
         time.sleep(PARTITION_SECONDS / 2)

@@ -26,6 +26,7 @@ from tests.support.klines import (
     publish_encoded,
     unknown_fingerprint,
 )
+from tests.support.system import s3_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -40,16 +41,6 @@ FAST = {
     "shard_discovery_seconds": 0.5,
     "idle_time_between_reads_ms": 100,
 }
-
-
-def objects(aws: AwsClients, bucket: str, prefix: str) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-    for page in pages:
-        for obj in page.get("Contents", []):
-            body = aws.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            out[obj["Key"].removeprefix(prefix + "/")] = body
-    return out
 
 
 def rows(blobs: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -80,8 +71,8 @@ def test_a_stream_of_every_type_lands_each_kind_under_its_prefix_exactly_once(
     metrics = consume_typed(settings, aws, "s3", everything_written)
 
     bucket = settings.s3_bucket
-    ticker_blobs = objects(aws, bucket, settings.s3_jsonl_dir_path)
-    kline_blobs = objects(aws, bucket, settings.s3_klines_dir_path)
+    ticker_blobs = s3_objects(aws, bucket, settings.s3_jsonl_dir_path)
+    kline_blobs = s3_objects(aws, bucket, settings.s3_klines_dir_path)
     assert as_text(rows(kline_blobs)) == as_text(closed)  # each closed kline exactly once
     assert as_text(rows(ticker_blobs)) == as_text(tickers)  # the miniTicker lake as before
     assert all(list(row) == list(KLINE_FIELD_ORDER) for row in rows(kline_blobs))
@@ -105,5 +96,5 @@ def test_a_stream_of_every_type_lands_each_kind_under_its_prefix_exactly_once(
     # Another group from TRIM_HORIZON into the same prefixes: same keys, same bytes.
     replay = settings.with_overrides(consumer_app_name="lake-klines-replay")
     consume_typed(replay, aws, "s3", everything_written)
-    assert objects(aws, bucket, settings.s3_klines_dir_path) == kline_blobs
-    assert objects(aws, bucket, settings.s3_jsonl_dir_path) == ticker_blobs
+    assert s3_objects(aws, bucket, settings.s3_klines_dir_path) == kline_blobs
+    assert s3_objects(aws, bucket, settings.s3_jsonl_dir_path) == ticker_blobs

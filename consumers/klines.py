@@ -8,31 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
-# In kline.avsc's order: the order of a JSON line in the S3 kline prefix.
-KLINE_FIELD_ORDER: Final = (
-    "event_type",
-    "event_time",
-    "stream_type",
-    "symbol",
-    "interval",
-    "open_time",
-    "close_time",
-    "first_trade_id",
-    "last_trade_id",
-    "open_price",
-    "close_price",
-    "high_price",
-    "low_price",
-    "base_volume",
-    "quote_volume",
-    "trades",
-    "closed",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-    "source",
-    "iso_timestamp",
-    "received_at",
-)
+from schemas.kline import FIELD_ORDER
+
+# In kline.avsc's order: the order of a JSON line in the S3 kline prefix (schemas.kline's).
+KLINE_FIELD_ORDER: Final = FIELD_ORDER
 KLINE_STRING_FIELDS: Final = (
     "event_type",
     "stream_type",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from consumers.dynamodb.items import attribute_values
 from consumers.klines import (
     KLINE_BOOLEAN_FIELDS,
     KLINE_DECIMAL_FIELDS,
@@ -27,12 +28,9 @@ ISO_OPEN_TIME: Final = "iso_open_time"
 
 def candle_item(record: Mapping[str, Any]) -> CandleItem:
     """The candles-table item of one closed kline; decimals stay the exact input strings."""
-    item: CandleItem = {name: {"S": str(record[name])} for name in KLINE_STRING_FIELDS}
-    for name in KLINE_INTEGER_FIELDS:
-        item[name] = {"N": str(int(record[name]))}
-    for name in KLINE_DECIMAL_FIELDS:
-        # DynamoDB Numbers hold 38 significant digits, so the string passes through exactly.
-        item[name] = {"N": str(record[name])}
+    item: CandleItem = dict(
+        attribute_values(record, KLINE_STRING_FIELDS, KLINE_INTEGER_FIELDS, KLINE_DECIMAL_FIELDS)
+    )
     for name in KLINE_BOOLEAN_FIELDS:
         item[name] = {"BOOL": bool(record[name])}
     # The minute as text (sorts as text, reads at a glance), beside the epoch-ms range key.

@@ -27,15 +27,25 @@ _DECIMAL_FIELDS: Final = tuple(DECIMAL_FIELDS.values())
 _T = TypeVar("_T")
 
 
-def ticker_attributes(record: Mapping[str, Any]) -> Item:
-    """Every MiniTicker field as an AttributeValue; decimals stay the exact input strings."""
-    item: Item = {name: {"S": str(record[name])} for name in _STRING_FIELDS}
-    for name in _INTEGER_FIELDS:
+def attribute_values(
+    record: Mapping[str, Any],
+    strings: Sequence[str],
+    integers: Sequence[str],
+    decimals: Sequence[str],
+) -> Item:
+    """The named fields of a record as AttributeValues (S, N, N); decimals stay the exact
+    input strings: DynamoDB Numbers hold 38 significant digits, so they pass through exactly."""
+    item: Item = {name: {"S": str(record[name])} for name in strings}
+    for name in integers:
         item[name] = {"N": str(int(record[name]))}
-    for name in _DECIMAL_FIELDS:
-        # DynamoDB Numbers hold 38 significant digits, so the string passes through exactly.
+    for name in decimals:
         item[name] = {"N": str(record[name])}
     return item
+
+
+def ticker_attributes(record: Mapping[str, Any]) -> Item:
+    """Every MiniTicker field as an AttributeValue; decimals stay the exact input strings."""
+    return attribute_values(record, _STRING_FIELDS, _INTEGER_FIELDS, _DECIMAL_FIELDS)
 
 
 def expires_at(event_time_ms: int, retention_ttl_days: int) -> int:

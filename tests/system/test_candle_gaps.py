@@ -134,6 +134,9 @@ def test_a_3_minute_websocket_drop_is_found_and_repaired(
         relay.cut()  # the network goes: no close frame, reconnects refused
         wait_until(lambda: exchange.exchange.client_count == 0, 10, 0.02)
         tick_through(exchange, clock, first + 6 * M + 50_000, *services)  # closes A+3..A+5
+        # Ticking a market with no client takes milliseconds: keep the link down until the
+        # producer's reconnect has been refused (on a fast machine it came only after restore).
+        wait_until(lambda: relay.refused >= 1, 10, 0.01)
         relay.restore()
         exchange.wait_for_connections(2)
         tick_through(exchange, clock, first + 9 * M + 50_000, *services)  # closes A+6..A+8

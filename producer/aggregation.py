@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from base64 import b64encode
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,8 +50,12 @@ class PutEntry:
         return len(self.data) + len(self.partition_key.encode())
 
     def to_request(self) -> dict[str, Any]:
-        """Return this entry as one item of a PutRecords ``Records`` list."""
-        request: dict[str, Any] = {"Data": self.data, "PartitionKey": self.partition_key}
+        """Return this entry as one item of a PutRecords ``Records`` list, as sent on the wire
+        (JSON: the data base64-encoded)."""
+        request: dict[str, Any] = {
+            "Data": b64encode(self.data).decode(),
+            "PartitionKey": self.partition_key,
+        }
         if self.explicit_hash_key is not None:
             request["ExplicitHashKey"] = self.explicit_hash_key
         return request
@@ -60,14 +65,13 @@ class _Aggregate:
     """One shard's KPL aggregate being filled: its key table and its records, already framed
     as protobuf fields, so closing it is one join and one MD5 (no per-record size books)."""
 
-    __slots__ = ("count", "first_key", "key_index", "keys", "records", "size")
+    __slots__ = ("first_key", "key_index", "keys", "records", "size")
 
     def __init__(self) -> None:
         self.first_key = ""
         self.key_index: dict[str, int] = {}
         self.keys: list[bytes] = []  # the partition key table's fields
         self.records: list[bytes] = []  # each record's framing, then its data
-        self.count = 0
         self.size = _AGG_OVERHEAD  # bytes of the finished aggregate: magic + body + digest
 
 
@@ -129,9 +133,40 @@ class ShardAggregator:
             return self._add_slow(shard_id, current, partition_key, data)
         current.size = size
         current.records += (prefix, data)
-        current.count += 1
         self._buffered += 1
         return []
+
+    def add_many(
+        self, records: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[PutEntry], list[tuple[int, RecordTooLargeError]]]:
+        """``add`` of each (partition key, data) in order: the aggregates that became full, and
+        (index, error) of each record too large for Kinesis (not added)."""
+        full: list[PutEntry] = []
+        too_large: list[tuple[int, RecordTooLargeError]] = []
+        aggregates, prefixes, max_bytes = self._aggregates, self._prefixes, self._max_bytes
+        shard_for, aggregating = self._map.shard_for, self._aggregate
+        added = 0  # records put in place here, without add(); counted in once at the end
+        for index, (partition_key, data) in enumerate(records):
+            # add()'s common case inline: a key already in its shard's aggregate, room left.
+            if aggregating and 0 < len(partition_key) <= MAX_PARTITION_KEY_CHARS:
+                current = aggregates.get(shard_for(partition_key))
+                if current is not None:
+                    key_index = current.key_index.get(partition_key)
+                    if key_index is not None:
+                        prefix = prefixes.get(len(data) << 32 | key_index)
+                        if prefix is not None:
+                            size = current.size + len(prefix) + len(data)
+                            if size <= max_bytes:  # so data is below _QUICK_LIMIT too
+                                current.size = size
+                                current.records += (prefix, data)
+                                added += 1
+                                continue
+            try:
+                full += self.add(partition_key, data)
+            except RecordTooLargeError as err:
+                too_large.append((index, err))
+        self._buffered += added
+        return full, too_large
 
     def _add_slow(
         self, shard_id: str, current: _Aggregate, partition_key: str, data: bytes
@@ -162,7 +197,6 @@ class ShardAggregator:
             current.keys.append(key_field)
         current.size = size
         current.records += (prefix, data)
-        current.count += 1
         self._buffered += 1
         return out
 
@@ -192,9 +226,9 @@ class ShardAggregator:
     def _drain(self, shard_id: str) -> list[PutEntry]:
         """Take the shard's partial aggregate, if any, as a list of zero or one entry."""
         current = self._aggregates.pop(shard_id, None)
-        if current is None or not current.count:
+        if current is None or not current.records:
             return []
-        count = current.count
+        count = len(current.records) // 2  # a framing and the data of each record
         self._buffered -= count
         # Field 1 (the key table) before field 3 (the records), as protobuf serialises them.
         body = b"".join(current.keys + current.records)

@@ -241,17 +241,7 @@ class Publisher:
         assert aggregator is not None, "Publisher.start() not awaited"
         if self._oldest_buffered is None and records:
             self._oldest_buffered = self._clock()
-        add = aggregator.add
-        full: list[PutEntry] = []
-        too_large: list[tuple[int, RecordTooLargeError]] = []
-        for index, (partition_key, data) in enumerate(records):
-            try:
-                entries = add(partition_key, data)
-            except RecordTooLargeError as err:
-                too_large.append((index, err))
-                continue
-            if entries:
-                full += entries
+        full, too_large = aggregator.add_many(records)
         if full:
             self._enqueue(full)
             self._metrics.set(Gauges.BUFFERED_RECORDS, self.buffered_records)

@@ -24,6 +24,7 @@ from core.metrics import Counters, Gauges, Metrics
 from core.threads import DEAD_LETTERS, POOL_SIZES, DaemonThreadPool
 from producer.encoding import RecordEncoder
 from producer.handoff import BatchQueue
+from producer.miniticker_encoder import MiniTickerEncoder
 from producer.publisher import Publisher
 from producer.source import WireMessage
 from producer.validation import ARRAY_STREAM, MarketRecord, Rejected, validate_message
@@ -116,6 +117,8 @@ class ProducerService:
         self._publisher = publisher
         # Each record by the codec of its type (miniTicker, kline); one stream carries both.
         self._encoders = RecordEncoder(codec).by_event_type
+        # Valid miniTicker messages validated and encoded in one step; the rest as above.
+        self._hot_path = MiniTickerEncoder(codec).encode_message
         self._dead_letters = dead_letters
         self._metrics = metrics
         # (message, received_at µs), taken by the encoder a batch at a time.
@@ -303,28 +306,48 @@ class ProducerService:
     async def _encode_batch(self, batch: list[tuple[Any, int]]) -> None:
         """Validate and encode a batch of messages, then buffer its records in one call; every
         reject, unencodable or oversized record becomes a dead letter."""
-        encoders = self._encoders
+        hot_path = self._hot_path
         encoded: list[tuple[str, bytes]] = []
-        kept: list[tuple[MarketRecord, int]] = []  # the record of each encoded one, for errors
+        # The record of each one encoded by validate_message + codec, by its index in
+        # ``encoded``, for the dead letter if it turns out too large for Kinesis.
+        slow: dict[int, tuple[MarketRecord, int]] = {}
         for message, received_at in batch:
             parsed = message.parsed if type(message) is WireMessage else message
-            records, rejected = validate_message(parsed, received_at)
-            for reject in rejected:
-                await self._reject(_dead_letter_raw(message, reject), reject.reason, received_at)
-            for record in records:
-                try:
-                    encoded.append((record["symbol"], encoders[record["event_type"]](record)))
-                except EncodeError as err:
-                    await self._reject(json.dumps(record).encode(), str(err), received_at)
-                    continue
-                kept.append((record, received_at))
+            if not hot_path(parsed, received_at, encoded):
+                await self._encode_slowly(message, parsed, received_at, encoded, slow)
         too_large = await self._publisher.add_many(encoded)
         for index, error in too_large:
-            record, received_at = kept[index]
-            await self._reject(json.dumps(record).encode(), str(error), received_at)
+            source = slow.get(index)
+            if source is None:  # only the slow path can make one this large (a miniTicker
+                raw, received_at = encoded[index][1], 0  # is < 400 bytes); kept all the same
+            else:
+                raw, received_at = json.dumps(source[0]).encode(), source[1]
+            await self._reject(raw, str(error), received_at)
         self._valid += len(encoded) - len(too_large)
         if self._valid >= METRICS_BATCH:
             self._count_hot()
+
+    async def _encode_slowly(
+        self,
+        message: Any,
+        parsed: Any,
+        received_at: int,
+        encoded: list[tuple[str, bytes]],
+        slow: dict[int, tuple[MarketRecord, int]],
+    ) -> None:
+        """validate_message, then the codec of each record's type: rejects (with their
+        reasons) and klines, and whatever the hot path does not take."""
+        records, rejected = validate_message(parsed, received_at)
+        for reject in rejected:
+            await self._reject(_dead_letter_raw(message, reject), reject.reason, received_at)
+        for record in records:
+            try:
+                data = self._encoders[record["event_type"]](record)
+            except EncodeError as err:
+                await self._reject(json.dumps(record).encode(), str(err), received_at)
+                continue
+            slow[len(encoded)] = (record, received_at)
+            encoded.append((record["symbol"], data))
 
     async def _reject(self, raw: bytes, reason: str, received_at: int) -> None:
         log.warning("rejected message: %s", reason, extra={"reason": reason})

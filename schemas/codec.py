@@ -127,6 +127,10 @@ _LENGTHS: Final = tuple(_VARINTS[2 * n] for n in range(8192))
 # their lengths is built as text and encoded once (see compile_writer).
 _SHORT_LENGTHS: Final = tuple(chr(2 * n) for n in range(64))
 
+# For writers built elsewhere for one fixed schema (the producer's miniTicker hot path).
+encode_long: Final = _long
+SHORT_STRING_LENGTHS: Final = _SHORT_LENGTHS
+
 Writer = Callable[[Mapping[str, Any]], "bytes | None"]
 
 
@@ -229,6 +233,11 @@ class SingleObjectCodec:
     @property
     def writer(self) -> RegisteredSchema:
         return self._writer
+
+    @property
+    def header(self) -> bytes:
+        """The single-object header every record of the writer schema starts with."""
+        return self._header
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """One record as single-object bytes."""

@@ -41,10 +41,10 @@ def iso_timestamp(epoch_ms: int) -> str:
     """``2026-11-23T03:23:38.123Z`` (UTC, ms): the ``iso_timestamp`` field, which sorts as text
     and is the history table's range key."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return f"{_second_prefix(seconds)}.{millis:03d}Z"
+    return f"{second_prefix(seconds)}.{millis:03d}Z"
 
 
 @lru_cache(maxsize=4096)
-def _second_prefix(epoch_seconds: int) -> str:
+def second_prefix(epoch_seconds: int) -> str:
     """'YYYY-MM-DDTHH:MM:SS' (UTC), formatted once per second instead of once per record."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))

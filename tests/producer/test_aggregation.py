@@ -67,9 +67,9 @@ def record(key: str, index: int, size: int) -> tuple[str, bytes]:
 def test_put_entry_size_and_request() -> None:
     entry = PutEntry("shardId-0", "é", b"abc", None, 1)
     assert entry.size == 5
-    assert entry.to_request() == {"Data": b"abc", "PartitionKey": "é"}
+    assert entry.to_request() == {"Data": "YWJj", "PartitionKey": "é"}
     hashed = PutEntry("shardId-0", "k", b"", "123", 1)
-    assert hashed.to_request() == {"Data": b"", "PartitionKey": "k", "ExplicitHashKey": "123"}
+    assert hashed.to_request() == {"Data": "", "PartitionKey": "k", "ExplicitHashKey": "123"}
 
 
 def test_small_records_are_buffered_until_flush() -> None:

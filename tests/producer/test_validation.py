@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from producer.validation import Rejected, UnparsedMessage, validate_message
+from producer.payload_rules import decimal_match
+from producer.validation import (
+    Rejected,
+    UnparsedMessage,
+    six_decimals_match,
+    validate_message,
+)
 from schemas.record import MiniTicker
 
 RECEIVED_AT = 1_763_868_218_500_123
@@ -248,3 +255,24 @@ def test_many_distinct_streams_stay_correct_past_the_cache_limit() -> None:
             envelope(payload(s=symbol), f"{symbol.lower()}@miniTicker"), RECEIVED_AT
         )
         assert [r["stream_type"] for r in records] == [f"s{i}@miniTicker"]
+
+
+def test_the_hot_path_six_decimal_rule_is_the_decimal_rule() -> None:
+    """six_decimals_match (possessive quantifiers) accepts exactly six DECIMALs joined by '|'."""
+    rng = random.Random(3)
+
+    def digits(low: int, high: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(rng.randint(low, high)))
+
+    def value() -> str:
+        if rng.random() < 0.8:  # near the rule: 0..21 digits, a point, 0..19 digits
+            return digits(0, 21) + rng.choice(["", ".", "." + digits(0, 19), "x"])
+        return "".join(rng.choice("0123456789.x|") for _ in range(rng.randint(0, 40)))
+
+    accepted = 0
+    for _ in range(20_000):
+        values = [value() for _ in range(6)]
+        expected = all(decimal_match(v) for v in values)
+        assert (six_decimals_match("|".join(values)) is not None) == expected, values
+        accepted += expected
+    assert accepted > 50  # six valid values at once are rare; each rule is hit often

@@ -72,7 +72,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.report
 
-# Our producer against async-kinesis (pinned, installed into .cache/peer-venv by bench.peer).
+# Our producer and consumer against async-kinesis's (pinned, installed into .cache/peer-venv by
+# bench.peer; the consumer half is bench.peer_consumer).
 bench-peer: $(STAMP)
 	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.report

@@ -6,6 +6,7 @@ under .cache/peer-venv) JSON-serialises and KPL-aggregates. Each round runs each
 process (A B A B ...) on a fresh 4-shard stream; its records/s and client CPU (getrusage of that
 process, from the first frame to the last record confirmed) are taken, then the stream is read
 back: every record exactly once, and per-key order. Medians are printed with the load average.
+Then the consumer half (bench.peer_consumer) compares the consumers the same way.
 `make bench-peer`; `--quick` for a smoke run (results printed, not saved).
 """
 
@@ -28,8 +29,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".cache" / "peer-venv"
-# The peer, pinned: async-kinesis with its KPL extra and the aiobotocore it resolved to.
-PEER_REQUIREMENTS = ("async-kinesis[kpl]==3.0.1", "aiobotocore==3.10.0")
+# The peer, pinned: async-kinesis with its KPL extra, its DynamoDB extra (the consumer half's
+# checkpointer) and what those resolved to: aioboto3 pins aiobotocore 2.x (none supports 3.x).
+PEER_REQUIREMENTS = (
+    "async-kinesis[kpl,dynamodb]==3.0.1",
+    "aioboto3==15.5.0",
+    "aiobotocore==2.25.1",
+)
 SHARDS = 4
 RECORDS, ROUNDS = 40_000, 3
 QUICK_RECORDS, QUICK_ROUNDS = 4_000, 1
@@ -144,13 +150,13 @@ def ensure_peer_venv() -> Path:
 
 
 def run_side(
-    python: Path, side: str, endpoint: str, stream: str, frames_path: Path
+    python: Path, side: str, *args: str | Path, module: str = "bench.peer"
 ) -> dict[str, float]:
+    """Run ``python -m module --side side *args`` (one side, its own process); its last line
+    of output, JSON, is the result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [str(python), "-m", "bench.peer", "--side", side, endpoint, stream]
-    done = subprocess.run(
-        [*command, str(frames_path)], capture_output=True, text=True, env=env, cwd=ROOT, check=False
-    )
+    command = [str(python), "-m", module, "--side", side, *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     if done.returncode:
         raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -250,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         clients.close()
     report(args.quick, records, rounds, results, checks)
+    from bench.peer_consumer import compare_consumers
+
+    compare_consumers(args.quick, peer_python)
 
 
 def report(

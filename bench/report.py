@@ -23,6 +23,7 @@ README: Final = Path(__file__).parent.parent / "README.md"
 ORDER: Final = (
     "producer",
     "peer",
+    "peer_consumer",
     "producer_ws",
     "dynamodb_consumer",
     "s3_consumer",

@@ -1,12 +1,13 @@
 """Latest-table updates off the history path, coalesced per symbol while they wait.
 
 History items are written with each batch; the batch's latest-ticker updates go to a
-``LatestBook`` that one ``LatestPump`` (an asyncio task, its AWS calls on the writer's daemon
-pool) drains through the writer. While an update waits,
-a newer one for the same symbol takes its place (keeping its place in the queue, so a busy
-symbol is not starved), so the number of latest-table writes adapts to what DynamoDB sustains:
-one per symbol per batch when it keeps up, fewer under a backlog, a replay or more symbols than
-the table takes per second - without holding up the history table or the shard's reads.
+``LatestBook`` that one ``LatestPump`` (asyncio tasks, their AWS calls on the writer's daemon
+pool) drains through the writer with a fixed number of calls in flight: a call starts as soon
+as any other ends, never in rounds that wait for their slowest. While an update waits, a newer
+one for the same symbol takes its place (keeping its place in the queue, so a busy symbol is
+not starved), so the number of latest-table writes adapts to what DynamoDB sustains: one per
+symbol per batch when it keeps up, fewer under a backlog, a replay or more symbols than the
+table takes per second - without holding up the history table or the shard's reads.
 
 Checkpoint rule (what ``first_blocked`` answers): a shard's batch may be checkpointed once none
 of its updates is waiting or being written. An update replaced by a newer one is covered by its
@@ -43,7 +44,8 @@ from core.threads import DEAD_LETTERS, run_in
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TAKE: Final = 4  # updates per round, as many as the writer runs at once by default
+# Latest-row calls in flight, as many as the writer runs at once by default.
+DEFAULT_CONCURRENCY: Final = 4
 
 _Watcher = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", Callable[[], bool]]
 
@@ -155,9 +157,10 @@ class LatestBook:
     # -- the pump's side -----------------------------------------------------------------
 
     def take(self, limit: int) -> list[_Entry] | None:
-        """Up to ``limit`` oldest waiting updates (none: an empty list); None once closed."""
+        """Up to ``limit`` oldest waiting updates (none: an empty list); None once closed or
+        failed (nothing written after a failure can become durable)."""
         with self._cond:
-            if self._closed:
+            if self._closed or self._error is not None:
                 return None
             taken = [self._waiting.pop(symbol) for symbol in list(self._waiting)[:limit]]
             self._gauge()
@@ -285,11 +288,12 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class LatestPump:
-    """Writes the book's oldest waiting updates, ``take`` at a time (side by side on the
-    writer's pool), as an asyncio task of the loop that offers them, started on demand.
+    """Writes the book's oldest waiting updates with ``concurrency`` calls in flight, each
+    lane taking the next update as soon as its own call ended (side by side on the writer's
+    pool), as asyncio tasks of the loop that offers them, started on demand.
 
-    A loop that ends (asyncio.run returning) takes its task along: the round in flight is put
-    back in the book, and the next loop to offer or ``drain`` starts a new task.
+    A loop that ends (asyncio.run returning) takes its tasks along: the updates in flight are
+    put back in the book, and the next loop to offer or ``drain`` starts new ones.
     """
 
     def __init__(
@@ -297,21 +301,23 @@ class LatestPump:
         writer: AsyncDynamoDbSink,
         metrics: Metrics | None = None,
         *,
-        take: int = DEFAULT_TAKE,
+        concurrency: int = DEFAULT_CONCURRENCY,
         dead_letters: DeadLetterStore | None = None,
         dead_letter_source: str = "dynamodb-latest",
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1: {concurrency}")
         self.book = LatestBook(metrics)
         self._writer = writer
         self._metrics = metrics
-        self._take = take
+        self._concurrency = concurrency
         self._dead_letters = dead_letters
         self._source = dead_letter_source
         self._task: asyncio.Task[None] | None = None
         self.book.set_offer_listener(self.start)
 
     def start(self) -> None:
-        """Make sure a pump task runs in the current event loop (no loop: nothing to do)."""
+        """Make sure the pump runs in the current event loop (no loop: nothing to do)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -327,7 +333,14 @@ class LatestPump:
         await self.book.until_empty()
 
     async def _run(self) -> None:
-        while (entries := self.book.take(self._take)) is not None:
+        # Cancelling the pump (its loop ending) cancels every lane, each putting its update back.
+        async with asyncio.TaskGroup() as lanes:
+            for lane in range(self._concurrency):
+                lanes.create_task(self._lane(), name=f"latest-pump-{lane}")
+
+    async def _lane(self) -> None:
+        """One call in flight at a time: the oldest waiting update, written, then the next."""
+        while (entries := self.book.take(1)) is not None:
             if not entries:
                 try:
                     await self.book.until_work()

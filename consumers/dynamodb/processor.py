@@ -14,7 +14,7 @@ from typing import Final
 
 from consumers.dynamodb.candles import candle_item, dedupe_candles
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
-from consumers.dynamodb.latest import DEFAULT_TAKE, LatestBook, LatestPump
+from consumers.dynamodb.latest import DEFAULT_CONCURRENCY, LatestBook, LatestPump
 from consumers.dynamodb.writer import AsyncDynamoDbSink, DynamoDbSinkWriter, all_of, async_sink
 from consumers.engine.records import ConsumedRecord, Position
 from consumers.routing import RecordDeadLetters, dead_letter_unhandled, split
@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 # process()'s time budget per batch, history write included, before it returns (the engine's
 # pause between reads, IDLE_TIME_BETWEEN_READS_MS, by default): what is left after the history
 # write is spent waiting for the batch's latest rows, so a pump that keeps up lets the
-# checkpoint follow in the same cycle, while a latest table falling behind costs the reads
-# nothing they would not have slept anyway.
+# checkpoint follow in the same cycle. The wait never holds the pump (the rows are written
+# the same either way); a latest table falling behind costs the shard's reads only the
+# GetRecords and decoding time, since the engine's pause counts from the GetRecords call and
+# this budget from process().
 LATEST_WAIT_SECONDS: Final = 0.5
 # At SIGTERM: how long to let waiting latest rows finish; the rest is re-read by the next owner.
 SHUTDOWN_WAIT_SECONDS: Final = 2.0
@@ -147,7 +149,7 @@ class DynamoDbProcessorFactory:
         metrics: Metrics | None = None,
         *,
         latest_wait: float = LATEST_WAIT_SECONDS,
-        latest_concurrency: int = DEFAULT_TAKE,
+        latest_concurrency: int = DEFAULT_CONCURRENCY,
         dead_letters: DeadLetterStore | None = None,
         dead_letter_source: str = "crypto-live-dynamodb",
         record_dead_letters: RecordDeadLetters | None = None,
@@ -160,11 +162,11 @@ class DynamoDbProcessorFactory:
         self._retention_ttl_days = retention_ttl_days
         self._metrics = metrics
         self._latest_wait = latest_wait
-        # One round of the pump runs its updates side by side on the writer's pool.
+        # The pump keeps latest_concurrency calls in flight on the writer's pool.
         self._pump = LatestPump(
             self._writer,
             metrics,
-            take=latest_concurrency,
+            concurrency=latest_concurrency,
             dead_letters=dead_letters,
             dead_letter_source=dead_letter_source,
         )

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from consumers.dynamodb.items import LatestUpdate, coalesce_latest, ticker_attributes
-from consumers.dynamodb.latest import LatestBook
+from consumers.dynamodb.candles import CandleItem
+from consumers.dynamodb.items import Item, LatestUpdate, coalesce_latest, ticker_attributes
+from consumers.dynamodb.latest import LatestBook, LatestPump
 from consumers.dynamodb.processor import DynamoDbProcessorFactory
-from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, MemoryDynamoDbWriter
+from consumers.dynamodb.writer import DynamoDbRetriesExhaustedError, MemoryDynamoDbWriter, Refused
 from consumers.engine.records import ConsumedRecord, Position
 from core.metrics import Counters, Gauges, Metrics
 from tests.support.pipeline import ticker
@@ -113,6 +114,67 @@ def test_a_failure_reaches_every_caller_and_close_ends_take() -> None:
     assert book.take(1) is None
 
 
+# -- the pump alone ---------------------------------------------------------------------------
+
+
+class HeldSink:
+    """An AsyncDynamoDbSink whose latest-row calls (one update each) run until the test ends
+    them, in any order; records the order the calls started in."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self._ends: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Condition()
+
+    async def put_history(self, items: Sequence[Item]) -> None:
+        raise AssertionError("not used")
+
+    async def put_candles(self, items: Sequence[CandleItem]) -> None:
+        raise AssertionError("not used")
+
+    async def put_latest(self, updates: Sequence[LatestUpdate]) -> list[Refused]:
+        (one,) = updates
+        end = self._ends.setdefault(one.symbol, asyncio.Event())
+        async with self._changed:
+            self.started.append(one.symbol)
+            self._changed.notify_all()
+        await end.wait()
+        return []
+
+    def end(self, symbol: str) -> None:
+        self._ends.setdefault(symbol, asyncio.Event()).set()
+
+    async def until_started(self, count: int) -> list[str]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.started) >= count)
+        for _ in range(3):  # let any further (wrong) start happen before the caller looks
+            await asyncio.sleep(0)
+        return list(self.started)
+
+
+def test_the_pump_starts_the_next_write_as_soon_as_any_call_ends_not_after_a_round() -> None:
+    sink = HeldSink()
+    pump = LatestPump(sink, concurrency=2)
+    symbols = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+
+    async def run() -> list[list[str]]:
+        pump.book.offer(SHARD_A, 1, [update(symbol, 10) for symbol in symbols])
+        seen = [await sink.until_started(2)]  # two calls in flight, oldest first
+        sink.end("BBB")  # the second call ends first; AAA is still in flight
+        seen.append(await sink.until_started(3))  # rounds of two would wait for AAA here
+        sink.end("CCC")
+        seen.append(await sink.until_started(4))
+        for symbol in symbols:
+            sink.end(symbol)
+        await pump.drain()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen == [symbols[:2], symbols[:3], symbols[:4]]
+    assert sink.started == symbols
+    assert pump.book.first_blocked(SHARD_A) is None
+
+
 # -- processors over the in-memory writer -------------------------------------------------------
 
 
@@ -172,8 +234,7 @@ def test_history_is_not_held_up_and_checkpoints_wait_for_the_latest_rows() -> No
         positions = [await processor.process(records[i : i + 100]) for i in range(0, 300, 100)]
         assert len(writer.history) == 300  # every batch's history, latest rows still pending
         assert writer.latest == {}
-        for _ in range(10):  # enough permits for everything waiting (at most 20 symbols)
-            writer.permits.release()
+        writer.permits.release(100)  # enough for everything waiting (at most 20 symbols)
         positions.append(await processor.shard_ended())
         return positions
 
@@ -183,9 +244,9 @@ def test_history_is_not_held_up_and_checkpoints_wait_for_the_latest_rows() -> No
         factory.close()
     assert positions == [None, None, None, Position(300)]
     assert stored_latest(writer) == expected_latest([r.record for r in records])
-    # Three batches of 20 symbols coalesced to one write per symbol, 4 per call, plus the 4
-    # the pump took (and could no longer coalesce) while its first call waited for a permit.
-    assert writer.latest_calls in (5, 6)
+    # Three batches of 20 symbols coalesced to one write per symbol, plus the 4 the pump's
+    # lanes took (and could no longer coalesce) while their calls waited for a permit.
+    assert writer.latest_calls == len(expected_latest([r.record for r in records])) + 4
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -254,3 +315,21 @@ def test_drain_waits_for_every_queued_update_and_reports_a_failure() -> None:
             factory.drain()
     finally:
         factory.close()
+
+
+def test_a_failed_lane_stops_the_others_taking_more() -> None:
+    writer = GatedWriter()
+    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=0.001, latest_concurrency=3)
+    records = consumed(market(200, symbols=10, seed=5))
+    try:
+        asyncio.run(factory(SHARD_A).process(records))
+        writer.crash()  # the three calls waiting for a permit fail; nothing else is tried
+        with pytest.raises(DynamoDbRetriesExhaustedError, match="crashed"):
+            factory.drain()
+        assert factory.book.take(1) is None  # the book refuses work once it failed
+        # Each lane took at most one update after the restart (fewer when the first failure
+        # came back before a lane's first take); the rest was never handed out.
+        assert 10 - 3 <= factory.book.waiting < 10
+    finally:
+        factory.close()
+    assert writer.latest_calls == 0

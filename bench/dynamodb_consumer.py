@@ -41,6 +41,7 @@ from consumers.dynamodb.items import (
 )
 from consumers.engine.records import ConsumedRecord, Position
 from core.aws import AwsClients
+from core.heap import freeze_startup_heap
 from core.metrics import Counters, Metrics
 from core.settings import Settings, load_settings
 from crypto_live.provision import provision
@@ -146,7 +147,9 @@ def bench_consumer(moto: MotoProcess, records: list[MiniTicker]) -> Row:
     async def run() -> tuple[float, float, float]:
         stop = asyncio.Event()
         started, cpu, moto_cpu = time.perf_counter(), time.process_time(), moto.cpu_seconds()
-        task = asyncio.create_task(run_consumer(settings, "dynamodb", stop, metrics))
+        task = asyncio.create_task(
+            run_consumer(settings, "dynamodb", stop, metrics, on_built=freeze_startup_heap)
+        )
         while metrics.value(Counters.DYNAMODB_ITEMS_WRITTEN) < unique:
             await asyncio.sleep(0.05)
             if task.done():

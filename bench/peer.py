@@ -53,6 +53,7 @@ def _cpu_seconds() -> float:
 
 async def _run_ours(endpoint: str, stream: str, texts: list[str]) -> dict[str, float]:
     from core.dead_letters import MemoryDeadLetterStore
+    from core.heap import freeze_startup_heap
     from core.metrics import Counters, Metrics
     from core.settings import load_settings
     from producer.kinesis import KinesisStreamWriter
@@ -88,6 +89,7 @@ async def _run_ours(endpoint: str, stream: str, texts: list[str]) -> dict[str, f
     service = ProducerService(
         Frames(), publisher, default_codec(), MemoryDeadLetterStore(), metrics
     )
+    freeze_startup_heap()  # as `crypto-live producer` does once the service is built
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop))
     while metrics.value(Counters.RECORDS_PUT) < len(texts):

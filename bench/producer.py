@@ -15,6 +15,7 @@ from typing import Any
 from bench.common import bench_parser, frames, load_average, machine, moto_server, save_results
 from core.aws import AwsClients
 from core.dead_letters import MemoryDeadLetterStore
+from core.heap import freeze_startup_heap
 from core.metrics import Counters, Metrics
 from core.settings import load_settings
 from crypto_live.provision import provision
@@ -140,6 +141,7 @@ async def bench_e2e(endpoint: str, aggregate: bool, records: int) -> dict[str, f
         MemoryDeadLetterStore(),
         metrics,
     )
+    freeze_startup_heap()  # as `crypto-live producer` does once the service is built
     stop = asyncio.Event()
     started, cpu_started = time.perf_counter(), _cpu()
     running = asyncio.create_task(service.run(stop))

@@ -34,6 +34,7 @@ from consumers.s3.format import JsonlGzipFormat
 from consumers.s3.processor import S3ProcessorFactory
 from consumers.s3.writer import BatchWriter, MemoryBatchWriter, S3BatchWriter
 from core.aws import AwsClients
+from core.heap import freeze_startup_heap
 from core.metrics import Counters, Metrics
 from core.settings import load_settings
 from crypto_live.provision import provision
@@ -163,7 +164,9 @@ def row_full_consumer(streams: dict[str, list[ConsumedRecord]], moto: MotoProces
     async def run() -> tuple[float, float, float]:
         stop = asyncio.Event()
         started, cpu, moto_cpu = time.perf_counter(), time.process_time(), moto.cpu_seconds()
-        task = asyncio.create_task(run_consumer(settings, "s3", stop, metrics))
+        task = asyncio.create_task(
+            run_consumer(settings, "s3", stop, metrics, on_built=freeze_startup_heap)
+        )
         while metrics.value(Counters.S3_RECORDS_WRITTEN) < len(records):
             await asyncio.sleep(0.05)
             if task.done():

@@ -188,8 +188,11 @@ async def run_consumer(
     stop: asyncio.Event,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    on_built: Callable[[], None] | None = None,
 ) -> ConsumerSummary:
-    """Run one worker of the ``kind`` group until ``stop``; returns the exit summary."""
+    """Run one worker of the ``kind`` group until ``stop``; returns the exit summary.
+    ``on_built`` is called once the worker is built, before it runs (the CLI freezes the
+    start-up heap)."""
     metrics = metrics or Metrics(f"consumer-{kind}")
     if health is not None:
         # A worker whose lease cycles stopped for three failover times is stuck.
@@ -197,7 +200,10 @@ async def run_consumer(
     clients = AwsClients(settings)
     sink = processor_factory(settings, clients, kind, metrics)
     try:
-        await build_worker(settings, clients, kind, metrics, sink, health).run(stop)
+        worker = build_worker(settings, clients, kind, metrics, sink, health)
+        if on_built is not None:
+            on_built()
+        await worker.run(stop)
     finally:
         sink.close()  # writes still retrying give up: their records stay beyond the checkpoint
         clients.close()

@@ -211,9 +211,14 @@ class Metrics:
         return self.registry.get_sample_value(f"{name}_count") or 0.0
 
     def value(self, name: Counters | Gauges) -> float:
-        """Current value of a counter or gauge (for tests, progress and summaries)."""
-        sample = self.registry.get_sample_value(name)
-        return 0.0 if sample is None else sample
+        """Current value of a counter or gauge (for tests, progress and summaries): collected
+        from that metric alone, not the whole registry (waiters poll it)."""
+        metric = self._counters.get(name) if isinstance(name, Counters) else self._gauges[name]
+        for family in metric.collect() if metric is not None else ():
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        return 0.0
 
     def snapshot(self) -> dict[str, float]:
         """Every counter and gauge by name."""

@@ -101,12 +101,15 @@ def _provision(settings: Settings) -> int:
 
 def _producer(settings: Settings) -> int:
     from core.health import Health, serve_service
+    from core.heap import freeze_startup_heap
     from core.metrics import Metrics
     from producer.app import run_producer
 
     metrics, health = Metrics("producer"), Health()
     with serve_service(settings, "producer", [metrics], health):
-        summary = run_until_signalled(lambda stop: run_producer(settings, stop, metrics, health))
+        summary = run_until_signalled(
+            lambda stop: run_producer(settings, stop, metrics, health, freeze_startup_heap)
+        )
     log.info("producer stopped: %s", summary)
     return int(summary.exit_code)  # 0, or 1/3/4: see README "Exit codes"
 
@@ -114,13 +117,16 @@ def _producer(settings: Settings) -> int:
 def _consume(settings: Settings, kind: str) -> int:
     from consumers.app import ConsumerKind, run_consumer
     from core.health import Health, serve_service
+    from core.heap import freeze_startup_heap
     from core.metrics import Metrics
 
     consumer_kind = cast(ConsumerKind, kind)
     metrics, health = Metrics(f"consumer-{kind}"), Health()
     with serve_service(settings, f"consumer-{kind}", [metrics], health):
         summary = run_until_signalled(
-            lambda stop: run_consumer(settings, consumer_kind, stop, metrics, health)
+            lambda stop: run_consumer(
+                settings, consumer_kind, stop, metrics, health, freeze_startup_heap
+            )
         )
     log.info("consumer stopped: %s", summary)
     return 0

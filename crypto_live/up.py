@@ -18,6 +18,7 @@ from rich.text import Text
 
 from core.aws import AwsClients
 from core.health import Health, serve_service
+from core.heap import freeze_startup_heap
 from core.logs import LineFormatter, configure_logging
 from core.metrics import Counters, Metrics
 from core.settings import Settings
@@ -185,9 +186,13 @@ async def _run_services(
                 f"snapshot --symbol BTCUSDT --endpoint-url {effective.aws_endpoint_url}",
                 highlight=False,
             )
-        producer = asyncio.create_task(run_producer(effective, stop, metrics["producer"], health))
+        producer = asyncio.create_task(
+            run_producer(effective, stop, metrics["producer"], health, freeze_startup_heap)
+        )
         consumers = [
-            asyncio.create_task(run_consumer(effective, kind, stop, metrics[kind], health))
+            asyncio.create_task(
+                run_consumer(effective, kind, stop, metrics[kind], health, freeze_startup_heap)
+            )
             for kind in KINDS
         ]
         services = [producer, *consumers]

@@ -24,6 +24,10 @@ KPL_MAGIC: Final = b"\xf3\x89\x9a\xc2"
 # Below these no exact check is needed: a key of <= 256 characters is at most 1 KiB of UTF-8.
 _QUICK_LIMIT: Final = MAX_RECORD_BYTES - MAX_PARTITION_KEY_BYTES
 _PREFIX_CACHE: Final = 4096
+# A record's framing around its data is at most this long (tag, length, key index, data tag,
+# data length), and an aggregate's own overhead is _AGG_OVERHEAD: below their sum plus the
+# key field and data, a record surely fits an empty aggregate.
+_MAX_FRAMING: Final = 1 + 5 + 1 + 5 + 1 + 5 + 20
 
 
 class RecordTooLargeError(CryptoLiveError):
@@ -85,7 +89,15 @@ class ShardAggregator:
     are exact, so an aggregate never tops ``max_bytes``.
     """
 
-    __slots__ = ("_aggregate", "_aggregates", "_buffered", "_map", "_max_bytes", "_prefixes")
+    __slots__ = (
+        "_aggregate",
+        "_aggregates",
+        "_buffered",
+        "_key_fields",
+        "_map",
+        "_max_bytes",
+        "_prefixes",
+    )
 
     def __init__(
         self, shard_map: ShardMap, max_bytes: int = DEFAULT_MAX_BYTES, aggregate: bool = True
@@ -101,6 +113,8 @@ class ShardAggregator:
         # (data length, key index) -> the record's framing before its data: key index and
         # data length repeat, so the framing is built once.
         self._prefixes: dict[int, bytes] = {}
+        # partition key -> its entry in an aggregate's key table (tag, length, UTF-8 bytes)
+        self._key_fields: dict[str, bytes] = {}
 
     @property
     def buffered_records(self) -> int:
@@ -172,8 +186,16 @@ class ShardAggregator:
         self, shard_id: str, current: _Aggregate, partition_key: str, data: bytes
     ) -> list[PutEntry]:
         """Add a record whose key is new to its aggregate, or that may not fit it."""
-        key = partition_key.encode()
-        if not fits_empty_aggregate(len(key), len(data), self._max_bytes):
+        key_field = self._key_fields.get(partition_key)
+        if key_field is None:
+            key = partition_key.encode()
+            key_field = b"\x0a" + _varint(len(key)) + key
+            if len(self._key_fields) >= _PREFIX_CACHE:
+                self._key_fields.clear()
+            self._key_fields[partition_key] = key_field
+        if len(key_field) + len(data) + _MAX_FRAMING > self._max_bytes and not (
+            fits_empty_aggregate(len(partition_key.encode()), len(data), self._max_bytes)
+        ):
             # Too big for any aggregate: send it raw, after what is buffered for its shard,
             # so per-key order holds.
             out = self._drain(shard_id)
@@ -182,19 +204,19 @@ class ShardAggregator:
         out = []
         for _ in range(2):  # into the current aggregate, or else into a fresh one
             known = current.key_index.get(partition_key)
-            key_field = b"" if known is not None else b"\x0a" + _varint(len(key)) + key
             index = len(current.key_index) if known is None else known
-            prefix = self._prefix(len(data), index)
-            size = current.size + len(key_field) + len(prefix) + len(data)
+            new_key = key_field if known is None else b""
+            prefix = self._prefixes.get(len(data) << 32 | index) or self._prefix(len(data), index)
+            size = current.size + len(new_key) + len(prefix) + len(data)
             if size <= self._max_bytes:
                 break
             out = self._drain(shard_id)
             current = self._aggregates[shard_id] = _Aggregate()
-        if key_field:
+        if new_key:
             if not current.key_index:
                 current.first_key = partition_key
             current.key_index[partition_key] = index
-            current.keys.append(key_field)
+            current.keys.append(new_key)
         current.size = size
         current.records += (prefix, data)
         self._buffered += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from core.aws import AwsClients
@@ -79,12 +80,16 @@ async def run_producer(
     stop: asyncio.Event,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    on_built: Callable[[], None] | None = None,
 ) -> ProducerSummary:
-    """Run the producer until ``stop`` is set; returns the exit summary."""
+    """Run the producer until ``stop`` is set; returns the exit summary. ``on_built`` is
+    called once the service is built, before it runs (the CLI freezes the start-up heap)."""
     clients = AwsClients(settings)
     try:
         metrics = metrics or Metrics("producer")
         service, _ = build_producer(settings, clients, metrics, health=health)
+        if on_built is not None:
+            on_built()
         return await service.run(stop)
     finally:
         clients.close()

@@ -20,6 +20,7 @@ from producer.validation import six_decimals_match as _six_decimals_match
 from schemas.codec import (
     MINITICKER_SCHEMA,
     SHORT_STRING_LENGTHS,
+    ClockLongs,
     SingleObjectCodec,
     encode_long,
 )
@@ -50,7 +51,16 @@ Encoded = tuple[str, bytes]  # (partition key = symbol, single-object bytes)
 class MiniTickerEncoder:
     """Validates and encodes miniTicker messages whole; see the module docstring."""
 
-    __slots__ = ("_head", "_last_time", "_last_time_bytes", "_symbols", "enabled")
+    __slots__ = (
+        "_event_times",
+        "_head",
+        "_iso",
+        "_received_times",
+        "_symbols",
+        "_time",
+        "_time_long",
+        "enabled",
+    )
 
     def __init__(self, codec: SingleObjectCodec) -> None:
         writer = codec.writer
@@ -60,8 +70,12 @@ class MiniTickerEncoder:
         self._head = codec.header + encode_long(len(event_type)) + event_type
         # symbol -> its stream_type and symbol, Avro-encoded (the two fields after event_time)
         self._symbols: dict[str, bytes] = {}
-        self._last_time = -1
-        self._last_time_bytes = b""
+        self._event_times = ClockLongs().encode
+        self._received_times = ClockLongs().encode
+        # The last event time, its Avro long and its iso_timestamp field (length and text).
+        self._time = -1
+        self._time_long = b""
+        self._iso = ""
 
     def encode_message(self, message: object, received_at_us: int, out: list[Encoded]) -> bool:
         """Append the (symbol, bytes) of each record of ``message`` to ``out`` and return True;
@@ -71,7 +85,7 @@ class MiniTickerEncoder:
         stream, data = message.get("stream"), message.get("data")
         if type(stream) is not str:
             return False
-        received = encode_long(received_at_us)
+        received = self._received_times(received_at_us)
         if type(data) is dict:
             known = miniticker_stream(stream)
             if known is None:
@@ -123,16 +137,17 @@ class MiniTickerEncoder:
             symbol_fields = self._symbol_fields(symbol)
             if symbol_fields is None:
                 return None
-        if event_time != self._last_time:
-            self._last_time, self._last_time_bytes = event_time, encode_long(event_time)
-        seconds, millis = divmod(event_time, 1000)
+        if event_time != self._time:  # records of a tick share it
+            self._time = event_time
+            self._time_long = self._event_times(event_time)
+            seconds, millis = divmod(event_time, 1000)
+            self._iso = f"{_ISO_LENGTH}{second_prefix(seconds)}.{_MILLIS[millis]}Z"
         lengths = SHORT_STRING_LENGTHS
         text = (
             f"{lengths[len(c)]}{c}{lengths[len(o)]}{o}{lengths[len(h)]}{h}"
-            f"{lengths[len(low)]}{low}{lengths[len(v)]}{v}{lengths[len(q)]}{q}"
-            f"{_ISO_LENGTH}{second_prefix(seconds)}.{_MILLIS[millis]}Z"
+            f"{lengths[len(low)]}{low}{lengths[len(v)]}{v}{lengths[len(q)]}{q}{self._iso}"
         )
-        body = (self._head, self._last_time_bytes, symbol_fields, text.encode(), received)
+        body = (self._head, self._time_long, symbol_fields, text.encode(), received)
         return symbol, b"".join(body)
 
     def _symbol_fields(self, symbol: str) -> bytes | None:

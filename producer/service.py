@@ -267,10 +267,11 @@ class ProducerService:
     async def _read(self, stop: asyncio.Event) -> None:
         # The source's liveness is beaten by _background, from the count of messages read.
         queue = self._queue
+        offer, time_ns = queue.offer, time.time_ns  # once per message: bound here
         try:
             async for message in self._source.messages(stop):
-                item = (message, _now_us())
-                if not queue.offer(item):
+                item = (message, time_ns() // 1000)
+                if not offer(item):
                     self._count_hot()
                     self._metrics.set(Gauges.QUEUE_DEPTH, queue.qsize())
                     await queue.put(item)  # full: backpressure

@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ChecksumError, ClientError
 
 _USER_AGENT: Final = "crypto-live (signed JSON requests)"
+
+
+@runtime_checkable
+class JsonApi(Protocol):
+    """Calls of a JSON-protocol AWS API: what writers need (tests put faults behind it)."""
+
+    def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class AwsJsonApi:

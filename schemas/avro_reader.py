@@ -18,25 +18,44 @@ _FAST_TYPES: Final = frozenset({"string", "bytes", "long", "int", "boolean"})
 
 Reader = Callable[[bytes, int], "dict[str, Any] | None"]
 
-# Reads one zig-zag varint at ``pos`` into ``{out}``; the loop only for values over 6 bits.
-_VARINT: Final = """\
-        b = data[pos]
-        pos += 1
-        if b < 0x80:
-            n = b
-        else:
-            n = b & 0x7F
-            shift = 7
-            while True:
-                b = data[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-                if shift > 63:
-                    return None
-        {out} = (n >> 1) ^ -(n & 1)"""
+# Varints of more bytes are not Avro longs (10 bytes hold 70 bits); fastavro decides on them.
+_MAX_VARINT_BYTES: Final = 10
+
+
+def _varint(out: str, indent: str) -> list[str]:
+    """Lines reading the zig-zag varint at ``pos`` into ``out`` and moving ``pos`` past it:
+    unrolled, one nested level per byte, so a long of 8 bytes (epoch µs) runs no loop."""
+    lines = [f"{indent}b = data[pos]", f"{indent}if b < 0x80:", f"{indent}    n = b"]
+    lines += [f"{indent}    pos += 1", f"{indent}else:", f"{indent}    n = b & 0x7F"]
+    for i in range(1, _MAX_VARINT_BYTES):
+        inner = indent + "    " * i
+        lines += [f"{inner}b = data[pos + {i}]", f"{inner}if b < 0x80:"]
+        lines += [f"{inner}    n |= b << {7 * i}", f"{inner}    pos += {i + 1}", f"{inner}else:"]
+        lines.append(f"{inner}    n |= (b & 0x7F) << {7 * i}")
+    lines.append(f"{indent}{'    ' * _MAX_VARINT_BYTES}return None")
+    lines.append(f"{indent}{out} = (n >> 1) ^ -(n & 1)")
+    return lines
+
+
+def _sized(value: str, kind: str) -> list[str]:
+    """Lines reading a string or bytes field: a length, then that many bytes. A length byte
+    with neither bit 7 (more bytes) nor bit 0 (negative) set is the length of 0..63 bytes at
+    once; anything else takes the general varint. A length past the end leaves ``pos`` past
+    ``last`` (a slice never raises), which the final ``pos != last`` turns away."""
+    decode = ".decode()" if kind == "string" else ""
+    return [
+        "        b = data[pos]",
+        "        if not b & 0x81:",
+        "            end = pos + 1 + (b >> 1)",
+        f"            {value} = data[pos + 1 : end]{decode}",
+        "        else:",
+        *_varint("size", "            "),
+        "            if size < 0:",
+        "                return None",
+        "            end = pos + size",
+        f"            {value} = data[pos:end]{decode}",
+        "        pos = end",
+    ]
 
 
 def compile_reader(parsed: Any) -> Reader | None:
@@ -52,7 +71,7 @@ def compile_reader(parsed: Any) -> Reader | None:
     for i, field in enumerate(fields):
         kind, value = field["type"], f"v{i}"
         if kind in ("long", "int"):
-            body.append(_VARINT.format(out=value))
+            body += _varint(value, "        ")
             if kind == "int":
                 body.append(
                     f"        if not -0x80000000 <= {value} <= 0x7FFFFFFF:\n            return None"
@@ -65,15 +84,8 @@ def compile_reader(parsed: Any) -> Reader | None:
                 "            return None",
                 f"        {value} = {value} == 1",
             ]
-        else:  # string, bytes: a length, then that many bytes
-            body.append(_VARINT.format(out="size"))
-            body += [
-                "        end = pos + size",
-                "        if size < 0 or end > last:",
-                "            return None",
-                f"        {value} = data[pos:end]" + (".decode()" if kind == "string" else ""),
-                "        pos = end",
-            ]
+        else:  # string, bytes
+            body += _sized(value, kind)
     items = ", ".join(f"{field['name']!r}: v{i}" for i, field in enumerate(fields))
     source = "\n".join(
         [

@@ -256,6 +256,9 @@ class SingleObjectCodec:
         self._compiled = compile_writer(self._writer.parsed, self._header)
         # Compiled readers by writer fingerprint, made on first use (None: fastavro only).
         self._readers: dict[bytes, Reader | None] = {}
+        # decode_typed's fast path, filled on first use: for a writer that is the newest
+        # schema of its name and has a compiled reader, by fingerprint, the name and the reader.
+        self._typed: dict[bytes, tuple[str, Reader]] = {}
 
     @property
     def writer(self) -> RegisteredSchema:
@@ -319,10 +322,19 @@ class SingleObjectCodec:
         """Decode bytes of any registered type: (schema name, record in the newest schema of
         that name). Consumers route by the name; a type they do not handle is theirs to
         dead-letter."""
+        typed = self._typed.get(data[2:HEADER_SIZE])
+        if typed is not None and data[:2] == MAGIC:  # the newest writer: no resolution
+            name, read = typed
+            record = read(data, HEADER_SIZE)
+            if record is not None:
+                return name, record
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (bad marker or too short)")
-        name = self._registry.by_fingerprint(data[2:HEADER_SIZE]).name
-        return name, self.decode(data, self._registry.by_name(name))
+        writer = self._registry.by_fingerprint(data[2:HEADER_SIZE])
+        newest = self._registry.by_name(writer.name)
+        if writer is newest and (reader := self._reader_of(writer)) is not None:
+            self._typed[writer.fingerprint] = (writer.name, reader)
+        return writer.name, self.decode(data, newest)
 
     def for_writer(self, writer: str) -> SingleObjectCodec:
         """A codec over the same registry that encodes with ``writer``."""

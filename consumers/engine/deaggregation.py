@@ -40,9 +40,21 @@ class UserRecord:
 
 def deaggregate(record: Mapping[str, Any]) -> list[UserRecord]:
     """The user records inside one boto3 GetRecords record (itself, if not aggregated)."""
-    data: bytes = record["Data"]
     sequence = record["SequenceNumber"]
     arrival = record["ApproximateArrivalTimestamp"]
+    inner = aggregated_records(record)
+    if inner is None:
+        return [UserRecord(sequence, 0, record["PartitionKey"], record["Data"], arrival, False)]
+    return [
+        UserRecord(sequence, index, key, data, arrival, True)
+        for index, (key, data) in enumerate(inner)
+    ]
+
+
+def aggregated_records(record: Mapping[str, Any]) -> list[tuple[str, bytes]] | None:
+    """(partition key, data) of each user record inside a KPL aggregate, in sub-sequence order
+    (the index is the sub-sequence number); None for a record that is not an aggregate."""
+    data: bytes = record["Data"]
     body = data[len(MAGIC) : -DIGEST_SIZE]
     is_aggregate = (
         data.startswith(MAGIC)
@@ -50,14 +62,12 @@ def deaggregate(record: Mapping[str, Any]) -> list[UserRecord]:
         and hashlib.md5(body).digest() == data[-DIGEST_SIZE:]  # noqa: S324 - KPL format
     )
     if not is_aggregate:
-        return [UserRecord(sequence, 0, record["PartitionKey"], data, arrival, False)]
+        return None
     message = messages_pb2.AggregatedRecord()
     try:
         message.ParseFromString(body)
         keys = list(message.partition_key_table)
-        return [
-            UserRecord(sequence, index, keys[inner.partition_key_index], inner.data, arrival, True)
-            for index, inner in enumerate(message.records)
-        ]
+        return [(keys[inner.partition_key_index], inner.data) for inner in message.records]
     except (ProtobufDecodeError, IndexError) as err:
+        sequence = record["SequenceNumber"]
         raise DeaggregationError(f"corrupt KPL aggregate at sequence {sequence}: {err}") from err

@@ -10,10 +10,10 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from consumers.engine.deaggregation import DeaggregationError, UserRecord, deaggregate
+from consumers.engine.decoding import decode_page
 from consumers.engine.executors import BlockingRunner, EngineExecutors, PoolRunner
 from consumers.engine.kinesis import ExpiredIteratorError, IteratorType, RecordsPage, shards_of
 from consumers.engine.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
@@ -24,7 +24,7 @@ from core.backoff import Backoff
 from core.errors import AwsError, CryptoLiveError
 from core.metrics import Counters, Histograms, Metrics
 from core.threads import LEASE_CALLS
-from schemas.codec import DecodeError, SingleObjectCodec
+from schemas.codec import SingleObjectCodec
 
 log = logging.getLogger(__name__)
 
@@ -278,51 +278,10 @@ class ShardReader:
     async def _decode(
         self, raw_records: list[dict[str, Any]], skip: Position | None
     ) -> list[ConsumedRecord]:
-        out: list[ConsumedRecord] = []
-        bad: list[UndecodableRecord] = []
-        for raw in raw_records:
-            arrival = _utc(raw["ApproximateArrivalTimestamp"])
-            sequence = int(raw["SequenceNumber"])
-            try:
-                users = deaggregate(raw)
-            except DeaggregationError as err:
-                position = Position(sequence)
-                if skip is None or position > skip:
-                    bad.append(
-                        UndecodableRecord(self.shard_id, position, arrival, raw["Data"], str(err))
-                    )
-                continue
-            # Only an aggregate holding the checkpoint has user records to skip.
-            at_or_before = skip if skip is not None and sequence <= skip.sequence else None
-            for user in users:
-                self._decode_user(user, sequence, arrival, at_or_before, out, bad)
+        out, bad = decode_page(self.shard_id, self._codec, raw_records, skip)
         if bad:
             await self._executors.dead_letters(self._dead_letters, bad)
         return out
-
-    def _decode_user(
-        self,
-        user: UserRecord,
-        sequence: int,
-        arrival: datetime,
-        skip: Position | None,
-        out: list[ConsumedRecord],
-        bad: list[UndecodableRecord],
-    ) -> None:
-        position = Position(sequence, user.sub_sequence_number)
-        if skip is not None and position <= skip:
-            return  # at or before the checkpoint: already durable in the sink
-        try:
-            # Any registered type: the sink routes by the schema name (or dead-letters it).
-            schema, record = self._codec.decode_typed(user.data)
-        except DecodeError as err:
-            bad.append(UndecodableRecord(self.shard_id, position, arrival, user.data, str(err)))
-            return
-        out.append(
-            ConsumedRecord(
-                self.shard_id, position, arrival, user.partition_key, record, schema, user.data
-            )
-        )
 
     async def _iterator(self, lease: Lease) -> str:
         position = lease.position
@@ -374,12 +333,6 @@ def _received_at(record: dict[str, Any]) -> int | None:
     without one (every type of ours has it, a future one may not)."""
     value = record.get("received_at")
     return value if isinstance(value, int) else None
-
-
-def _utc(value: datetime | float) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromtimestamp(value, UTC)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -130,3 +130,29 @@ def test_other_schemas_are_not_compiled() -> None:
         is None
     )
     assert compile_reader("string") is None
+
+
+def test_decode_typed_resolves_an_older_writer_every_time() -> None:
+    old = register({**ALL_KINDS, "fields": ALL_KINDS["fields"][:-1]})
+    new = register(
+        {
+            **ALL_KINDS,
+            "fields": [*ALL_KINDS["fields"][:-1], {"name": "e", "type": "string", "default": "x"}],
+        }
+    )
+    codec = SingleObjectCodec(SchemaRegistry([old, new]), "AllKinds")
+    record = {"s": "a", "b": b"", "n": 1, "i": 2, "t": True}
+    old_data = SingleObjectCodec(SchemaRegistry([old]), "AllKinds").encode(record)
+    new_data = codec.encode({**record, "e": "y"})
+    for _ in range(2):  # the second time after the newest writer's fast path is set up
+        assert codec.decode_typed(new_data) == ("AllKinds", {**record, "e": "y"})
+        assert codec.decode_typed(old_data) == ("AllKinds", {**record, "e": "x"})
+
+
+def test_decode_typed_keeps_fastavro_errors_after_the_fast_path_is_set_up() -> None:
+    codec = default_codec()
+    data = codec.encode(RECORD)
+    assert codec.decode_typed(data)[1] == RECORD
+    for bad in (data[:-1], data + b"\x00", data[:HEADER_SIZE], b"\xc3\x02" + data[2:]):
+        with pytest.raises(DecodeError):
+            codec.decode_typed(bad)

@@ -28,6 +28,7 @@ from consumers.dynamodb import (
 from consumers.dynamodb.items import coalesce_latest, dedupe_history, history_item
 from consumers.engine.records import ConsumedRecord, Position
 from core.aws import AwsClients
+from core.aws_json import AwsJsonApi
 from core.backoff import Backoff
 from core.metrics import Counters, Metrics
 from core.settings import Settings
@@ -296,47 +297,48 @@ def test_shards_share_one_writer_concurrently(sink: Sink) -> None:
 
 class UnprocessingClient:
     """Sends only every other put of each BatchWriteItem to moto and hands the rest back as
-    UnprocessedItems, as DynamoDB does under throttling; every other call is untouched."""
+    UnprocessedItems, as DynamoDB does under throttling; every other call is untouched. Sits
+    where the writer's calls go out (its JSON API: operation and body)."""
 
     def __init__(self, real: Any, always: bool = False) -> None:
-        self._real = real
+        self._real = AwsJsonApi(real)
         self._always = always
         self._lock = threading.Lock()  # the writer calls from several threads
         self.calls = 0
         self.held_back = 0
 
-    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+    def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        if operation != "BatchWriteItem":
+            return self._real.call(operation, body)
+        requests: dict[str, list[Any]] = body["RequestItems"]
         with self._lock:
             self.calls += 1
             passthrough = not self._always and self.calls % 2 == 0
         if passthrough:
-            return dict(self._real.batch_write_item(RequestItems=RequestItems))
-        sent = {table: requests[::2] for table, requests in RequestItems.items()}
-        kept = {table: requests[1::2] for table, requests in RequestItems.items()}
+            return self._real.call(operation, body)
+        sent = {table: items[::2] for table, items in requests.items()}
+        kept = {table: items[1::2] for table, items in requests.items()}
         if self._always:
-            sent, kept = {}, RequestItems
+            sent, kept = {}, requests
         response: dict[str, Any] = {"UnprocessedItems": {}}
         if any(sent.values()):
-            response = dict(self._real.batch_write_item(RequestItems=sent))
+            response = self._real.call(operation, {"RequestItems": sent})
         response["UnprocessedItems"] = {t: r for t, r in kept.items() if r}
         with self._lock:
             self.held_back += sum(len(r) for r in kept.values())
         return response
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 class ThrottlingClient:
     """Every third BatchWriteItem or PutItem fails as throttled without writing anything."""
 
     def __init__(self, real: Any) -> None:
-        self._real = real
+        self._real = AwsJsonApi(real)
         self._lock = threading.Lock()
         self.calls = 0
         self.throttled = 0
 
-    def _maybe_throttle(self, operation: str) -> None:
+    def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.calls += 1
             throttle = self.calls % 3 == 0
@@ -349,14 +351,7 @@ class ThrottlingClient:
                 },
                 operation,
             )
-
-    def batch_write_item(self, **params: Any) -> Any:
-        self._maybe_throttle("BatchWriteItem")
-        return self._real.batch_write_item(**params)
-
-    def put_item(self, **params: Any) -> Any:
-        self._maybe_throttle("PutItem")
-        return self._real.put_item(**params)
+        return self._real.call(operation, body)
 
 
 def test_requests_per_record(tables: Settings, aws: AwsClients) -> None:

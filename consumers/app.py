@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -131,10 +132,16 @@ def dead_letter_writer(
     clients: AwsClients, settings: Settings, source: str, metrics: Metrics
 ) -> Callable[[list[UndecodableRecord]], None]:
     """Undecodable or unhandled records to errors/<app>/..., named by shard position
-    (replay-safe)."""
-    store = S3DeadLetterStore(clients.s3, settings.s3_bucket)
+    (replay-safe). The S3 client is made at the first dead letter (most runs have none, and
+    a client costs a worker's start tens of milliseconds of CPU)."""
+    stores: list[S3DeadLetterStore] = []
+    making = threading.Lock()  # writes come from the engine's threads
 
     def write(records: list[UndecodableRecord]) -> None:
+        with making:
+            if not stores:
+                stores.append(S3DeadLetterStore(clients.s3, settings.s3_bucket))
+        store = stores[0]
         first = records[0]
         letters = [
             DeadLetter(r.data, r.reason, int(r.arrival.timestamp() * 1_000_000)) for r in records

@@ -5,7 +5,9 @@ Avro and KPL-aggregates per shard, async-kinesis (KPLJsonProcessor, pinned, in a
 under .cache/peer-venv) JSON-serialises and KPL-aggregates. Each round runs each side in a fresh
 process (A B A B ...) on a fresh 4-shard stream; its records/s and client CPU (getrusage of that
 process, from the first frame to the last record confirmed) are taken, then the stream is read
-back: every record exactly once, and per-key order. Medians are printed with the load average.
+back: every record exactly once, and per-key order. Each side ends by flushing what it still
+buffers (async-kinesis: its flush(); ours: the service stops after the last frame, and its
+close flushes), so neither waits out its 0.1 s buffer time at the end. Medians are printed with the load average.
 Then the consumer half (bench.peer_consumer) compares the consumers the same way.
 `make bench-peer`; `--quick` for a smoke run (results printed, not saved).
 """
@@ -54,7 +56,7 @@ def _cpu_seconds() -> float:
 async def _run_ours(endpoint: str, stream: str, texts: list[str]) -> dict[str, float]:
     from core.dead_letters import MemoryDeadLetterStore
     from core.heap import freeze_startup_heap
-    from core.metrics import Counters, Metrics
+    from core.metrics import Metrics
     from core.settings import load_settings
     from producer.kinesis import KinesisStreamWriter
     from producer.publisher import Publisher
@@ -78,28 +80,23 @@ async def _run_ours(endpoint: str, stream: str, texts: list[str]) -> dict[str, f
     clock: dict[str, float] = {}
 
     class Frames:
-        """Parses each frame as it hands it over, as the websocket source does."""
+        """Parses each frame as it hands it over, as the websocket source does; after the last
+        the service stops, which flushes (the peer's final flush() is the same)."""
 
         async def messages(self, stop: asyncio.Event) -> AsyncIterator[Any]:
             clock["wall"], clock["cpu"] = time.perf_counter(), _cpu_seconds()
             for text in texts:
                 yield tolerant_json_loads(text)
-            await stop.wait()
 
     service = ProducerService(
         Frames(), publisher, default_codec(), MemoryDeadLetterStore(), metrics
     )
     freeze_startup_heap()  # as `crypto-live producer` does once the service is built
-    stop = asyncio.Event()
-    running = asyncio.create_task(service.run(stop))
-    while metrics.value(Counters.RECORDS_PUT) < len(texts):
-        await asyncio.sleep(0.005)
-        if running.done():
-            running.result()
+    summary = await service.run(asyncio.Event())  # until every record is in Kinesis
     cpu, wall = _cpu_seconds() - clock["cpu"], time.perf_counter() - clock["wall"]
-    stop.set()
-    await running
     clients.close()
+    if summary.records_put != len(texts):
+        raise SystemExit(f"our producer put {summary.records_put} of {len(texts)} records")
     return {"seconds": wall, "cpu_seconds": cpu}
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from pybase64 import b64encode
 
 from core.errors import CryptoLiveError
 from producer.shard_map import ShardMap

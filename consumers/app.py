@@ -46,6 +46,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         reader=ReaderConfig(
             idle_seconds=settings.idle_time_between_reads_ms / 1000,
             limit=settings.get_records_limit,
+            max_user_records=settings.get_records_max_user_records,
         ),
     )
 

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     shard_discovery_seconds: float = Field(default=10.0, gt=0)
     idle_time_between_reads_ms: int = Field(default=500, ge=0)
     get_records_limit: int = Field(default=10_000, ge=1, le=10_000)
+    # User records one GetRecords page may hold (a KPL aggregate counts as the records in it):
+    # what a consumer far behind holds in memory per shard, and how fast it catches up.
+    get_records_max_user_records: int = Field(default=10_000, ge=1)
     dynamodb_max_in_flight: int = Field(default=4, ge=1, le=64)
     s3_sse: Literal["AES256", "aws:kms"] | None = None
     s3_kms_key_id: str | None = None

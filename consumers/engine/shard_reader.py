@@ -18,6 +18,7 @@ from consumers.engine.executors import BlockingRunner, EngineExecutors, PoolRunn
 from consumers.engine.kinesis import ExpiredIteratorError, IteratorType, RecordsPage, shards_of
 from consumers.engine.leases import SHARD_END, Lease, LeaseLostError, LeaseStore
 from consumers.engine.processor import ShardProcessor
+from consumers.engine.read_limit import ReadLimit
 from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
 from core.aws_errors import aws_error, is_aws_error
 from core.backoff import Backoff
@@ -79,7 +80,10 @@ class ReaderConfig:
     """Polling behaviour (KCL names in comments)."""
 
     idle_seconds: float = 0.5  # idleTimeBetweenReadsInMillis
-    limit: int = 10_000  # maxRecords
+    limit: int = 10_000  # maxRecords: Kinesis records per GetRecords at most
+    # User records a page may hold at most (KPL aggregates counted by what they carry): the
+    # Limit asked for adapts to the records per aggregate seen (consumers.engine.read_limit).
+    max_user_records: int = 10_000
     parent_poll_seconds: float = 1.0
     # After a retriable failure past the read loop (a sink out of retries, a checkpoint or
     # GetShardIterator failing): wait this backoff, then read again from the checkpoint.
@@ -122,6 +126,7 @@ class ShardReader:
         self._in_sink: deque[tuple[list[Position], list[int | None]]] = deque()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._last_read: int | None = None  # sequence of the last Kinesis record read
+        self._read_limit = ReadLimit(config.limit, config.max_user_records)
 
     @property
     def shard_id(self) -> str:
@@ -193,7 +198,7 @@ class ShardReader:
             started = loop.time()
             try:
                 page = await self._executors.reads(
-                    self._kinesis.get_records, iterator, self._config.limit
+                    self._kinesis.get_records, iterator, self._read_limit.next
                 )
             except ExpiredIteratorError:
                 iterator = await self._iterator_after_last_read()
@@ -226,6 +231,7 @@ class ShardReader:
         self._handle.millis_behind = page.millis_behind
         self._metrics.set_shard_lag(self.shard_id, page.millis_behind)
         records = await self._decode(page.records, skip)
+        self._read_limit.observe(len(page.records), len(records))
         if page.records:
             self._last_read = int(page.records[-1]["SequenceNumber"])
         if records:

@@ -30,6 +30,11 @@ def test_testnet_is_a_real_boolean(monkeypatch: pytest.MonkeyPatch, text: str, v
         ("INITIAL_POSITION", "AT_TIMESTAMP:soon", "invalid setting INITIAL_POSITION"),
         ("S3_SSE", "rot13", "invalid setting S3_SSE (got 'rot13')"),
         ("AGGREGATION_MAX_BYTES", "1047553", "invalid setting AGGREGATION_MAX_BYTES"),
+        (
+            "GET_RECORDS_MAX_USER_RECORDS",
+            "0",
+            "invalid setting GET_RECORDS_MAX_USER_RECORDS (got '0')",
+        ),
     ],
 )
 def test_bad_values_stop_with_one_line_naming_the_variable(

@@ -1,0 +1,139 @@
+"""The adaptive GetRecords Limit: pages hold a bounded number of user records, aggregated or not."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+
+# The library's generated protobuf code imports its siblings by bare name; its deaggregator
+# module puts them on sys.path, so import it before messages_pb2.
+import aws_kinesis_agg.deaggregator  # noqa: F401
+import pytest
+from aws_kinesis_agg import messages_pb2
+
+from consumers.engine.deaggregation import MAGIC
+from consumers.engine.executors import EngineExecutors, InlineRunner
+from consumers.engine.leases import Lease, MemoryLeaseStore
+from consumers.engine.memory_kinesis import MemoryKinesis
+from consumers.engine.read_limit import ReadLimit
+from consumers.engine.records import ConsumedRecord, Position
+from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
+from tests.consumers.engine import virtual_time
+from tests.consumers.engine.fakes import CODEC, MemorySink, no_dead_letters, record
+
+SHARD = "shardId-000000000000"
+
+# -- the limit alone ----------------------------------------------------------------------------
+
+
+def test_before_any_page_the_limit_is_the_kinesis_limit() -> None:
+    assert ReadLimit(10_000, 10_000).next == 10_000
+    assert ReadLimit(500, 10_000).next == 500
+
+
+def test_unaggregated_pages_keep_the_kinesis_limit() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(10_000, 10_000)
+    assert limit.next == 10_000
+
+
+def test_aggregates_shrink_the_limit_so_a_page_holds_at_most_the_bound() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(100, 22_000)  # 220 user records per Kinesis record
+    assert limit.next == 45  # 45 x 220 = 9,900 user records
+    assert limit.next * 220 <= 10_000 < (limit.next + 1) * 220
+
+
+def test_the_limit_follows_the_highest_average_seen_not_the_last_page() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(10, 2_000)  # full aggregates: 200 each
+    limit.observe(1, 30)  # a small one at the tip (flushed by the producer's timer)
+    assert limit.next == 50  # still sized for full aggregates
+    limit.observe(4, 1_000)  # bigger ones: 250 each
+    assert limit.next == 40
+
+
+def test_empty_or_fully_skipped_pages_tell_nothing() -> None:
+    limit = ReadLimit(10_000, 1_000)
+    limit.observe(0, 0)
+    limit.observe(3, 0)  # every record at or before the checkpoint
+    assert limit.next == 1_000
+    limit.observe(2, 1)  # fewer user records than Kinesis records: records skipped
+    assert limit.next == 1_000
+
+
+def test_the_limit_is_never_below_one() -> None:
+    limit = ReadLimit(10_000, 100)
+    limit.observe(1, 5_000)  # one aggregate larger than the bound
+    assert limit.next == 1
+
+
+@pytest.mark.parametrize(("kinesis", "users"), [(0, 10), (10, 0), (-1, 10)])
+def test_bounds_below_one_are_refused(kinesis: int, users: int) -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        ReadLimit(kinesis, users)
+
+
+# -- a shard reader over a backlog of aggregates --------------------------------------------------
+
+
+def aggregate(payloads: Sequence[bytes], key: str) -> bytes:
+    """A KPL aggregate of ``payloads`` under one partition key."""
+    message = messages_pb2.AggregatedRecord()
+    message.partition_key_table.append(key)
+    for payload in payloads:
+        entry = message.records.add()
+        entry.partition_key_index = 0
+        entry.data = payload
+    body = message.SerializeToString()
+    return MAGIC + body + hashlib.md5(body).digest()
+
+
+class BatchSizes(MemorySink):
+    """A MemorySink that also keeps the size of each batch handed to the processor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def write(self, owner: str, shard_id: str, records: Sequence[ConsumedRecord]) -> None:
+        self.batches.append(len(records))
+        await super().write(owner, shard_id, records)
+
+
+def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> None:
+    kinesis = MemoryKinesis(1)
+    for first in range(0, 600, 20):  # 30 aggregates of 20 user records
+        payloads = [CODEC.encode(record(i)) for i in range(first, first + 20)]
+        kinesis.put_record(aggregate(payloads, f"key-{first}"), f"key-{first}")
+    store = MemoryLeaseStore()
+    store.create(SHARD, (), "TRIM_HORIZON")
+    handle = LeaseHandle(
+        store.take(Lease(SHARD, None, 0, "TRIM_HORIZON"), "me"), store, run=InlineRunner()
+    )
+    sink = BatchSizes()
+    reader = ShardReader(
+        handle,
+        kinesis,
+        kinesis.stream,
+        sink.processor("me", SHARD),
+        CODEC,
+        no_dead_letters,
+        config=ReaderConfig(idle_seconds=0.5, limit=10, max_user_records=50, wall_clock_ms=int),
+        parents_done=lambda: True,
+        closed_ending=lambda: None,
+        executors=EngineExecutors.inline(),
+    )
+
+    async def run() -> Outcome:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(30.0, stop.set)
+        return await reader.run(stop)
+
+    assert virtual_time.run(run()) is Outcome.STOPPED
+    # The first page knows nothing yet (10 aggregates); then 50 // 20 = 2 aggregates a page.
+    assert sink.batches == [200] + [40] * 10
+    assert sink.writes == dict.fromkeys(range(600), 1)
+    last = kinesis.records(SHARD)[-1]["SequenceNumber"]
+    assert handle.lease.position == Position(int(last), 19)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from itertools import count
+from typing import Any, Final
 
 from consumers.engine.deaggregation import DeaggregationError, aggregated_records
 from consumers.engine.records import ConsumedRecord, Position, UndecodableRecord
 from schemas.codec import DecodeError, SingleObjectCodec
+
+# Position and ConsumedRecord are NamedTuples: tuple.__new__ builds one in a single C call,
+# where their generated __new__ is a Python function (one of each per user record).
+_new: Final = tuple.__new__
 
 
 def decode_page(
@@ -34,11 +39,11 @@ def decode_page(
             if skip is None or position > skip:
                 bad.append(UndecodableRecord(shard_id, position, arrival, raw["Data"], str(err)))
             continue
-        users = [(raw["PartitionKey"], raw["Data"])] if inner is None else inner
+        keys, users = ([raw["PartitionKey"]], [raw["Data"]]) if inner is None else inner
         # Only an aggregate holding the checkpoint has user records to skip.
         at_or_before = skip if skip is not None and sequence <= skip.sequence else None
-        for sub, (key, data) in enumerate(users):
-            position = Position(sequence, sub)
+        for sub, key, data in zip(count(), keys, users):
+            position = _new(Position, (sequence, sub))
             if at_or_before is not None and position <= at_or_before:
                 continue
             try:
@@ -47,7 +52,8 @@ def decode_page(
             except DecodeError as err:
                 bad.append(UndecodableRecord(shard_id, position, arrival, data, str(err)))
                 continue
-            out.append(ConsumedRecord(shard_id, position, arrival, key, record, schema, data))
+            fields = (shard_id, position, arrival, key, record, schema, data)
+            out.append(_new(ConsumedRecord, fields))
     return out, bad
 
 

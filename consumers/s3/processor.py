@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Final
 
 from consumers.engine.processor import ProcessorFactory
@@ -45,6 +47,7 @@ DEFAULT_KLINES_PREFIX: Final = "klines_jsonl"
 CONSUMER: Final = "consumer-s3"  # names this sink in an unhandled record's dead letter
 # The kinds of rows this sink writes, each under a prefix of its own.
 KINDS: Final = (Route.TICKER, Route.CANDLE)
+_SCHEMA: Final = attrgetter("schema")
 
 
 class S3Processor:
@@ -113,11 +116,11 @@ class S3Processor:
         self._cutter.reset()
         self._unwritten.clear()
 
-    async def _routed(self, records: Sequence[ConsumedRecord]) -> Sequence[Routed]:
+    async def _routed(self, records: Sequence[ConsumedRecord]) -> Iterable[Routed]:
         """Each record with the kind of row it becomes (None: none); unhandled ones are dead
         letters before the cutter sees them, so a checkpoint past them is safe."""
-        if all(r.schema == MINITICKER_SCHEMA for r in records):
-            return [(record, Route.TICKER) for record in records]
+        if all(map(MINITICKER_SCHEMA.__eq__, map(_SCHEMA, records))):
+            return zip(records, repeat(Route.TICKER))  # no pair per record
         routes = [route_of(record) for record in records]
         unhandled = [
             r for r, route in zip(records, routes, strict=True) if route is Route.UNHANDLED

@@ -35,14 +35,17 @@ def jsonl_line(fields: Mapping[str, Any], order: tuple[str, ...] = FIELD_ORDER) 
     ordered = fields if tuple(fields) == order else {name: fields[name] for name in order}
     if type(ordered) is dict and _ORJSON_TYPES.issuperset(map(type, ordered.values())):
         try:
-            line = orjson.dumps(ordered, option=orjson.OPT_APPEND_NEWLINE)
+            line = orjson.dumps(ordered)
         except orjson.JSONEncodeError:  # an int past 64 bits, a key not a str
             pass
         else:
             # orjson writes non-ASCII as UTF-8 and DEL raw, where ensure_ascii escapes them;
             # every other character it writes exactly as the stdlib does.
             if line.isascii() and b"\x7f" not in line:
-                return line
+                # A copy with the newline, not OPT_APPEND_NEWLINE: orjson's own bytes is a
+                # 1 KiB buffer shrunk in place, and with a batch's thousand of them alive each
+                # dumps took 2.5 us instead of 0.3 (heap fragmentation); a copy frees it at once.
+                return line + b"\n"
     return _ENCODER.encode(ordered).encode("ascii") + b"\n"
 
 

@@ -70,8 +70,12 @@ def aggregated_records(record: Mapping[str, Any]) -> tuple[list[str], list[bytes
     try:
         message.ParseFromString(body)
         table = list(message.partition_key_table)
-        users = message.records
-        return [table[user.partition_key_index] for user in users], [user.data for user in users]
+        keys: list[str] = []
+        bodies: list[bytes] = []
+        for user in message.records:  # one pass: each access makes a protobuf wrapper
+            keys.append(table[user.partition_key_index])
+            bodies.append(user.data)
+        return keys, bodies
     except (ProtobufDecodeError, IndexError) as err:
         sequence = record["SequenceNumber"]
         raise DeaggregationError(f"corrupt KPL aggregate at sequence {sequence}: {err}") from err

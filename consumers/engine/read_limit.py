@@ -7,23 +7,31 @@ page (AWS caps a page at 10 MiB, moto does not), and hold them all, decoded, unt
 written them. So the Limit asked for is the bound on user records divided by the most user
 records per Kinesis record a page has averaged so far (not the last page's average: pages of
 small aggregates at the tip, flushed by the producer's timer, must not open the next read to a
-backlog of full ones). Pure: no I/O, no clock.
+backlog of full ones). Until a page has shown what a record carries, the Limit is 10: ten
+Kinesis records are at most 10 MiB whatever they hold (AWS's own page cap), ~2,200 records in
+our producer's aggregates, where a first page of 10,000 (a reader just started, or a lease
+taken back, over a backlog) would hold two million. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+# Kinesis records a shard's first GetRecords asks for at most, before any page was seen: a
+# record is at most 1 MiB, so this is AWS's 10 MiB page cap, reached only by full-size ones.
+FIRST_LIMIT: Final = 10
 
 
 @dataclass(slots=True)
 class ReadLimit:
     """The Limit for a shard's next GetRecords: at most ``max_kinesis_records`` (the API's own
     Limit), and at most ``max_user_records`` user records by what the pages so far held; never
-    below 1. Before any page it is ``max_kinesis_records`` (nothing is known yet)."""
+    below 1. Until a page has yielded user records it is at most FIRST_LIMIT."""
 
     max_kinesis_records: int
     max_user_records: int
-    _per_record: float = field(default=1.0, init=False)  # the highest page average
+    _per_record: float | None = field(default=None, init=False)  # the highest page average
 
     def __post_init__(self) -> None:
         if self.max_kinesis_records < 1 or self.max_user_records < 1:
@@ -35,11 +43,14 @@ class ReadLimit:
     @property
     def next(self) -> int:
         """Kinesis records to ask for."""
+        if self._per_record is None:
+            return min(self.max_kinesis_records, self.max_user_records, FIRST_LIMIT)
         by_users = int(self.max_user_records / self._per_record)
         return max(1, min(self.max_kinesis_records, by_users))
 
     def observe(self, kinesis_records: int, user_records: int) -> None:
-        """A page held ``kinesis_records`` records carrying ``user_records`` user records (an
-        empty page, or one whose records were all skipped, tells nothing)."""
+        """``kinesis_records`` records of a page yielded ``user_records`` user records (a page
+        that yielded none, empty or at or before the checkpoint, tells nothing)."""
         if kinesis_records > 0 and user_records > 0:
-            self._per_record = max(self._per_record, user_records / kinesis_records)
+            average = user_records / kinesis_records
+            self._per_record = max(self._per_record or 1.0, average)

@@ -231,7 +231,7 @@ class ShardReader:
         self._handle.millis_behind = page.millis_behind
         self._metrics.set_shard_lag(self.shard_id, page.millis_behind)
         records = await self._decode(page.records, skip)
-        self._read_limit.observe(len(page.records), len(records))
+        self._read_limit.observe(_yielding(page.records, records), len(records))
         if page.records:
             self._last_read = int(page.records[-1]["SequenceNumber"])
         if records:
@@ -332,6 +332,15 @@ class ShardReader:
             "AFTER_SEQUENCE_NUMBER",
             sequence=str(self._last_read),
         )
+
+
+def _yielding(raw_records: list[dict[str, Any]], records: list[ConsumedRecord]) -> int:
+    """The page's Kinesis records from the first one that yielded a record on: those before
+    it were at or before the checkpoint (or undecodable), so they held nothing to hand over."""
+    if not records:
+        return 0
+    first = records[0].position.sequence
+    return sum(1 for raw in raw_records if int(raw["SequenceNumber"]) >= first)
 
 
 def _received_at(record: dict[str, Any]) -> int | None:

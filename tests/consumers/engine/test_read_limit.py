@@ -16,7 +16,7 @@ from consumers.engine.deaggregation import MAGIC
 from consumers.engine.executors import EngineExecutors, InlineRunner
 from consumers.engine.leases import Lease, MemoryLeaseStore
 from consumers.engine.memory_kinesis import MemoryKinesis
-from consumers.engine.read_limit import ReadLimit
+from consumers.engine.read_limit import FIRST_LIMIT, ReadLimit
 from consumers.engine.records import ConsumedRecord, Position
 from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
 from tests.consumers.engine import virtual_time
@@ -27,14 +27,15 @@ SHARD = "shardId-000000000000"
 # -- the limit alone ----------------------------------------------------------------------------
 
 
-def test_before_any_page_the_limit_is_the_kinesis_limit() -> None:
-    assert ReadLimit(10_000, 10_000).next == 10_000
-    assert ReadLimit(500, 10_000).next == 500
+def test_before_any_page_the_limit_is_ten_records_at_most() -> None:
+    assert ReadLimit(10_000, 10_000).next == FIRST_LIMIT == 10  # at most 10 MiB, whatever
+    assert ReadLimit(5, 10_000).next == 5
+    assert ReadLimit(10_000, 3).next == 3  # every Kinesis record holds one user record at least
 
 
-def test_unaggregated_pages_keep_the_kinesis_limit() -> None:
+def test_unaggregated_pages_open_the_limit_to_the_kinesis_limit() -> None:
     limit = ReadLimit(10_000, 10_000)
-    limit.observe(10_000, 10_000)
+    limit.observe(10, 10)
     assert limit.next == 10_000
 
 
@@ -54,12 +55,11 @@ def test_the_limit_follows_the_highest_average_seen_not_the_last_page() -> None:
     assert limit.next == 40
 
 
-def test_empty_or_fully_skipped_pages_tell_nothing() -> None:
+def test_pages_that_yielded_nothing_tell_nothing() -> None:
     limit = ReadLimit(10_000, 1_000)
-    limit.observe(0, 0)
-    limit.observe(3, 0)  # every record at or before the checkpoint
-    assert limit.next == 1_000
-    limit.observe(2, 1)  # fewer user records than Kinesis records: records skipped
+    limit.observe(0, 0)  # empty, or every record at or before the checkpoint
+    assert limit.next == FIRST_LIMIT
+    limit.observe(2, 1)  # fewer user records than Kinesis records (some undecodable)
     assert limit.next == 1_000
 
 
@@ -120,7 +120,7 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
         sink.processor("me", SHARD),
         CODEC,
         no_dead_letters,
-        config=ReaderConfig(idle_seconds=0.5, limit=10, max_user_records=50, wall_clock_ms=int),
+        config=ReaderConfig(idle_seconds=0.5, limit=500, max_user_records=50, wall_clock_ms=int),
         parents_done=lambda: True,
         closed_ending=lambda: None,
         executors=EngineExecutors.inline(),
@@ -132,7 +132,8 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
         return await reader.run(stop)
 
     assert virtual_time.run(run()) is Outcome.STOPPED
-    # The first page knows nothing yet (10 aggregates); then 50 // 20 = 2 aggregates a page.
+    # The first page knows nothing yet (FIRST_LIMIT aggregates, not 500); then 50 // 20 = 2
+    # aggregates a page.
     assert sink.batches == [200] + [40] * 10
     assert sink.writes == dict.fromkeys(range(600), 1)
     last = kinesis.records(SHARD)[-1]["SequenceNumber"]

@@ -7,7 +7,8 @@ process (A B A B ...) on a fresh 4-shard stream; its records/s and client CPU (g
 process, from the first frame to the last record confirmed) are taken, then the stream is read
 back: every record exactly once, and per-key order. Each side ends by flushing what it still
 buffers (async-kinesis: its flush(); ours: the service stops after the last frame, and its
-close flushes), so neither waits out its 0.1 s buffer time at the end. Medians are printed with the load average.
+close flushes), so neither waits out its 0.1 s buffer time at the end. Medians are printed
+with the load average.
 Then the consumer half (bench.peer_consumer) compares the consumers the same way.
 `make bench-peer`; `--quick` for a smoke run (results printed, not saved).
 """

@@ -9,6 +9,13 @@ not starved), so the number of latest-table writes adapts to what DynamoDB susta
 symbol per batch when it keeps up, fewer under a backlog, a replay or more symbols than the
 table takes per second - without holding up the history table or the shard's reads.
 
+A shard catching up (its batch's records were received long ago) hands over a batch every
+read, each with a row for most symbols: its updates are held until the shard reaches its tip
+(``release``), at most ``hold`` seconds from when their symbol's row first waited, so the
+batches read meanwhile coalesce into one write per symbol (a catch-up writes each row once, or
+once per hold if it lasts longer); a fresh update replacing a held one is written at once. At
+the tip nothing is held.
+
 Checkpoint rule (what ``first_blocked`` answers): a shard's batch may be checkpointed once none
 of its updates is waiting or being written. An update replaced by a newer one is covered by its
 replacement, which blocks the replacement's batch until written; after a crash every batch
@@ -55,6 +62,7 @@ class _Entry:
     update: LatestUpdate
     shard_id: str
     batch: int
+    due: float  # when it may be written (the book's clock)
 
 
 class LatestBook:
@@ -63,7 +71,11 @@ class LatestBook:
     Thread-safe; no I/O. Batches are numbered by the caller, increasing within a shard.
     """
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._offers = 0  # offers and releases so far: what wakes a pump waiting for work
         self._cond = threading.Condition()
         self._waiting: dict[str, _Entry] = {}  # insertion order = the order they are written in
         self._blocking: dict[str, dict[int, int]] = {}  # shard -> batch -> waiting or in flight
@@ -75,15 +87,20 @@ class LatestBook:
 
     # -- the processors' side ------------------------------------------------------------
 
-    def offer(self, shard_id: str, batch: int, updates: Iterable[LatestUpdate]) -> None:
-        """Queue a batch's updates; an older or equal update than one waiting is covered by it."""
+    def offer(
+        self, shard_id: str, batch: int, updates: Iterable[LatestUpdate], hold: float = 0.0
+    ) -> None:
+        """Queue a batch's updates; an older or equal update than one waiting is covered by it.
+        ``hold``: seconds they may wait for newer ones (a catching-up shard's), counted from
+        when their symbol's row started waiting."""
         coalesced = 0
         with self._cond:
             self._raise_if_failed()
+            due = self._clock() + hold
             for update in updates:
                 entry = self._waiting.get(update.symbol)
                 if entry is None:
-                    self._waiting[update.symbol] = _Entry(update, shard_id, batch)
+                    self._waiting[update.symbol] = _Entry(update, shard_id, batch, due)
                     self._block(shard_id, batch)
                     continue
                 coalesced += 1
@@ -91,10 +108,23 @@ class LatestBook:
                     continue  # the waiting one is newer: it will be written instead
                 self._unblock(entry.shard_id, entry.batch)
                 entry.update, entry.shard_id, entry.batch = update, shard_id, batch
+                entry.due = min(entry.due, due)  # a fresh update is not held behind an old one
                 self._block(shard_id, batch)
+            self._offers += 1
             self._changed()
         self._count(Counters.LATEST_COALESCED, coalesced)
         self._on_offer()
+
+    def release(self, shard_id: str | None = None) -> None:
+        """The shard's held updates (every shard's: None) may be written now: it reached its
+        tip, ended or stops, or everything is to be drained."""
+        with self._cond:
+            now = self._clock()
+            for entry in self._waiting.values():
+                if (shard_id is None or entry.shard_id == shard_id) and entry.due > now:
+                    entry.due = now
+            self._offers += 1
+            self._changed()
 
     def set_offer_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (in the offering thread) after every ``offer``."""
@@ -117,8 +147,18 @@ class LatestBook:
         await self._until(lambda: not self._blocking, None)
 
     async def until_work(self) -> None:
-        """Await until an update waits (or the book closed or failed): the pump's wait."""
-        await self._until(lambda: bool(self._waiting) or self._closed, None)
+        """Await until an update is due, or another offer came (or the book closed or failed):
+        the pump's wait."""
+        with self._cond:
+            offers, delay = self._offers, self._due_in()
+        if delay is None or delay > 0:
+            await self._until(lambda: self._offers != offers or self._closed, delay)
+
+    def due_in(self) -> float | None:
+        """Seconds until the first waiting update may be written (0: one may now; None: none
+        waits)."""
+        with self._cond:
+            return self._due_in()
 
     def wait_clear(self, shard_id: str, batch: int, timeout: float | None) -> bool:
         """Blocking ``until_clear``, for callers without an event loop."""
@@ -157,12 +197,19 @@ class LatestBook:
     # -- the pump's side -----------------------------------------------------------------
 
     def take(self, limit: int) -> list[_Entry] | None:
-        """Up to ``limit`` oldest waiting updates (none: an empty list); None once closed or
-        failed (nothing written after a failure can become durable)."""
+        """Up to ``limit`` oldest waiting updates that are due (none: an empty list); None once
+        closed or failed (nothing written after a failure can become durable)."""
         with self._cond:
             if self._closed or self._error is not None:
                 return None
-            taken = [self._waiting.pop(symbol) for symbol in list(self._waiting)[:limit]]
+            now = self._clock()
+            symbols = []
+            for symbol, entry in self._waiting.items():
+                if entry.due <= now:
+                    symbols.append(symbol)
+                    if len(symbols) == limit:
+                        break
+            taken = [self._waiting.pop(symbol) for symbol in symbols]
             self._gauge()
             return taken
 
@@ -266,6 +313,12 @@ class LatestBook:
                 del self._blocking[shard_id]
         self._gauge()
 
+    def _due_in(self) -> float | None:
+        if not self._waiting:
+            return None
+        now = self._clock()
+        return max(0.0, min(entry.due for entry in self._waiting.values()) - now)
+
     def _first_blocked(self, shard_id: str) -> int | None:
         return min(self._blocking.get(shard_id, {}), default=None)
 
@@ -328,7 +381,8 @@ class LatestPump:
         self._task = loop.create_task(self._run(), name="latest-pump")
 
     async def drain(self) -> None:
-        """Until every queued update is written (raises the pump's error)."""
+        """Until every queued update is written, held ones too (raises the pump's error)."""
+        self.book.release()
         self.start()
         await self.book.until_empty()
 

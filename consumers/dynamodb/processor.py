@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from consumers.dynamodb.candles import candle_item, dedupe_candles
@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 # GetRecords and decoding time, since the engine's pause counts from the GetRecords call and
 # this budget from process().
 LATEST_WAIT_SECONDS: Final = 0.5
+# A batch whose newest record the producer received longer ago than this is a catch-up (a
+# backlog, a replay): its latest rows are held for the batches behind it until the shard is at
+# its tip (or LATEST_HOLD_SECONDS at most), so a catch-up writes each row about once instead of
+# once per batch, and process() does not wait for them. At the tip a record is here well within
+# a second: never held.
+CATCH_UP_AGE_SECONDS: Final = 5.0
+LATEST_HOLD_SECONDS: Final = 5.0
 # At SIGTERM: how long to let waiting latest rows finish; the rest is re-read by the next owner.
 SHUTDOWN_WAIT_SECONDS: Final = 2.0
 CONSUMER: Final = "consumer-dynamodb"  # names this sink in an unhandled record's dead letter
@@ -55,8 +62,10 @@ class DynamoDbProcessor:
         latest_wait: float = LATEST_WAIT_SECONDS,
         dead_letters: RecordDeadLetters | None = None,
         consumer: str = CONSUMER,
+        wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
         self._writer = writer
+        self._wall_clock_us = wall_clock_us
         self._dead_letters = dead_letters
         self._consumer = consumer
         self._latest_wait = latest_wait
@@ -94,10 +103,12 @@ class DynamoDbProcessor:
         # After the history, so a latest row never shows an event the history table lacks.
         self._batch += 1
         self._ends.append((self._batch, records[-1].position))
-        self._book.offer(self._shard_id, self._batch, updates)
-        await self._book.until_clear(
-            self._shard_id, self._batch, max(0.0, deadline - time.monotonic())
-        )
+        hold = self._hold(tickers)
+        self._book.offer(self._shard_id, self._batch, updates, hold)
+        if not hold:
+            await self._book.until_clear(
+                self._shard_id, self._batch, max(0.0, deadline - time.monotonic())
+            )
         log.debug(
             "wrote %d records as %d items and %d candles, queued %d latest updates",
             len(records),
@@ -108,17 +119,28 @@ class DynamoDbProcessor:
         )
         return self._safe()
 
+    def _hold(self, tickers: Sequence[ConsumedRecord]) -> float:
+        """How long the batch's latest rows may wait for newer ones: a catch-up's are held."""
+        if not tickers:
+            return 0.0
+        age_us = self._wall_clock_us() - int(tickers[-1].record["received_at"])
+        return LATEST_HOLD_SECONDS if age_us > CATCH_UP_AGE_SECONDS * 1_000_000 else 0.0
+
     async def at_tip(self, now_ms: int) -> Position | None:
-        """Whatever became safe since (the pump writes in the background)."""
+        """Whatever became safe since (the pump writes in the background); a catch-up's held
+        rows are written now."""
+        self._book.release(self._shard_id)
         return self._safe()
 
     async def shard_ended(self) -> Position | None:
         """Wait for every latest update of the shard: SHARD_END must cover everything."""
+        self._book.release(self._shard_id)
         await self._book.until_clear(self._shard_id, self._batch, None)
         return self._safe()
 
     async def shutdown(self) -> Position | None:
         """Give waiting latest updates a moment, then return what is safe."""
+        self._book.release(self._shard_id)
         await self._book.until_clear(self._shard_id, self._batch, SHUTDOWN_WAIT_SECONDS)
         return self._safe()
 
@@ -154,7 +176,9 @@ class DynamoDbProcessorFactory:
         dead_letter_source: str = "crypto-live-dynamodb",
         record_dead_letters: RecordDeadLetters | None = None,
         consumer: str = CONSUMER,
+        wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
+        self._wall_clock_us = wall_clock_us  # how old a batch is: catch-ups hold latest rows
         self._record_dead_letters = record_dead_letters
         self._consumer = consumer
         # DynamoDbWriter awaits its own pool; a blocking fake's calls run on the sinks' pool.
@@ -185,6 +209,7 @@ class DynamoDbProcessorFactory:
             latest_wait=self._latest_wait,
             dead_letters=self._record_dead_letters,
             consumer=self._consumer,
+            wall_clock_us=self._wall_clock_us,
         )
 
     async def drained(self) -> None:

@@ -224,9 +224,14 @@ def stored_latest(writer: MemoryDynamoDbWriter) -> dict[str, int]:
     return {symbol: int(item["event_time"]["N"]) for symbol, item in writer.latest.items()}
 
 
+def at_the_tip() -> int:
+    """A wall clock (µs) at which market() records are fresh: the shard is at its tip."""
+    return START_MS * 1000
+
+
 def test_history_is_not_held_up_and_checkpoints_wait_for_the_latest_rows() -> None:
     writer = GatedWriter()
-    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=0.01)
+    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=0.01, wall_clock_us=at_the_tip)
     processor = factory(SHARD_A)
     records = consumed(market(300, symbols=20, seed=1))
 
@@ -333,3 +338,76 @@ def test_a_failed_lane_stops_the_others_taking_more() -> None:
     finally:
         factory.close()
     assert writer.latest_calls == 0
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_held_updates_coalesce_until_due_and_a_fresh_one_is_not_held() -> None:
+    clock = Clock()
+    book = LatestBook(clock=clock)
+    book.offer(SHARD_A, 1, [update("AAAUSDT", 1), update("BBBUSDT", 1)], hold=1.0)
+    clock.now += 0.5
+    book.offer(SHARD_A, 2, [update("AAAUSDT", 2), update("BBBUSDT", 2)], hold=1.0)
+    assert book.take(10) == []  # both held a second from when they first waited
+    assert book.due_in() == pytest.approx(0.5)
+    clock.now += 0.4
+    book.offer(SHARD_B, 1, [update("BBBUSDT", 3)])  # fresh: due now, and its row with it
+    taken = book.take(10)
+    assert taken is not None
+    assert [(e.update.symbol, e.update.event_time) for e in taken] == [("BBBUSDT", 3)]
+    clock.now += 0.1
+    taken = book.take(10)
+    assert taken is not None
+    assert [(e.update.symbol, e.update.event_time) for e in taken] == [("AAAUSDT", 2)]
+    assert book.due_in() is None
+    assert book.first_blocked(SHARD_A) == 2  # batch 1 covered by batch 2's update
+    book.done(taken)
+    assert book.first_blocked(SHARD_A) is None
+
+
+def test_a_catch_up_batch_does_not_wait_for_its_held_latest_rows() -> None:
+    writer = GatedWriter()  # no permits: a row written now would never finish
+    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=600.0)  # the real clock: records
+    processor = factory(SHARD_A)  # of 2026-11 are long received, a catch-up
+    records = consumed(market(200, symbols=10, seed=3))
+
+    async def run() -> list[Position | None]:
+        batches = [processor.process(records[i : i + 50]) for i in range(0, 200, 50)]
+        positions = [await asyncio.wait_for(batch, 60) for batch in batches]
+        assert writer.latest_calls == 0  # held: nothing started before the hold ends
+        writer.permits.release(100)
+        positions.append(await processor.shard_ended())
+        return positions
+
+    try:
+        positions = asyncio.run(run())
+    finally:
+        factory.close()
+    # A batch is safe once later batches' updates cover its rows; the last needs its own.
+    assert positions[4] == Position(200)
+    assert all(p is None or p < Position(200) for p in positions[:4])
+    assert len(writer.history) == 200
+    assert stored_latest(writer) == expected_latest([r.record for r in records])
+    # Four batches of 10 symbols held together: one write per symbol.
+    assert writer.latest_calls == len(expected_latest([r.record for r in records]))
+
+
+def test_release_makes_a_shards_held_updates_due_at_once() -> None:
+    clock = Clock()
+    book = LatestBook(clock=clock)
+    book.offer(SHARD_A, 1, [update("AAAUSDT", 1)], hold=5.0)
+    book.offer(SHARD_B, 1, [update("BBBUSDT", 1)], hold=5.0)
+    assert book.take(10) == []
+    book.release(SHARD_A)  # shard A reached its tip
+    taken = book.take(10)
+    assert taken is not None
+    assert [e.update.symbol for e in taken] == ["AAAUSDT"]
+    assert book.due_in() == pytest.approx(5.0)  # shard B's still held

@@ -44,6 +44,11 @@ class RefusingWriter(MemoryDynamoDbWriter):
         super().update_latest(updates)
 
 
+def at_the_tip() -> int:
+    """A wall clock (µs) at which these records are fresh (tip behaviour: no hold)."""
+    return START_MS * 1000
+
+
 def consumed(shard_id: str, symbols: Sequence[str], count: int) -> list[ConsumedRecord]:
     arrival = datetime.fromtimestamp(START_MS / 1000, UTC)
     records = [ticker(symbols[i % len(symbols)], START_MS + i, f"{i}.0") for i in range(count)]
@@ -58,7 +63,13 @@ def test_a_refused_symbol_is_dead_lettered_and_every_shard_goes_on() -> None:
     writer = RefusingWriter()
     store = MemoryDeadLetterStore()
     factory = DynamoDbProcessorFactory(
-        writer, 1, metrics, latest_wait=5.0, dead_letters=store, dead_letter_source=SOURCE
+        writer,
+        1,
+        metrics,
+        latest_wait=5.0,
+        dead_letters=store,
+        dead_letter_source=SOURCE,
+        wall_clock_us=at_the_tip,
     )
     batches = {
         SHARDS[0]: consumed(SHARDS[0], ["AAAUSDT", BAD, "BBBUSDT"], 30),
@@ -100,7 +111,7 @@ def test_a_refused_symbol_is_dead_lettered_and_every_shard_goes_on() -> None:
 
 def test_without_a_dead_letter_store_a_refusal_still_fails_the_book() -> None:
     writer = RefusingWriter()
-    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=5.0)
+    factory = DynamoDbProcessorFactory(writer, 1, latest_wait=5.0, wall_clock_us=at_the_tip)
 
     async def run() -> None:
         await factory(SHARDS[0]).process(consumed(SHARDS[0], [BAD], 3))

@@ -116,6 +116,7 @@ def consumer_process(
 ) -> None:
     """One consumer worker (default settings) until ``stop``; sends samples and counters."""
     from consumers.app import run_consumer
+    from core.heap import freeze_startup_heap
 
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -131,7 +132,8 @@ def consumer_process(
             loop.call_soon_threadsafe(stopping.set)
 
         threading.Thread(target=relay, daemon=True).start()
-        await run_consumer(settings, kind, stopping, metrics)  # type: ignore[arg-type]
+        # As `crypto-live consume` runs it.
+        await run_consumer(settings, kind, stopping, metrics, freeze_startup_heap)  # type: ignore[arg-type]
 
     asyncio.run(main())
     out.send((metrics.samples, metrics.snapshot()))

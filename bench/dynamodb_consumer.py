@@ -99,8 +99,12 @@ def count_items(clients: AwsClients, table: str) -> int:
     return sum(page["Count"] for page in pages)
 
 
-def bench_processor(endpoint: str, records: list[MiniTicker], batch: int, label: str) -> Row:
-    """DynamoDbProcessor fed GetRecords-sized batches of one shard, as the engine does."""
+def bench_processor(
+    endpoint: str, records: list[MiniTicker], batch: int, label: str, *, at_tip: bool = False
+) -> Row:
+    """DynamoDbProcessor fed GetRecords-sized batches of one shard, as the engine does; at the
+    tip each batch is processed at the time its records were received (fresh: a catch-up's
+    latest rows would be held for the batches behind them)."""
     settings, clients = fresh_tables(endpoint)
     metrics = Metrics("bench-dynamodb")
     writer = DynamoDbWriter(
@@ -110,13 +114,20 @@ def bench_processor(endpoint: str, records: list[MiniTicker], batch: int, label:
         metrics,
         max_in_flight=MAX_IN_FLIGHT,
     )
-    factory = DynamoDbProcessorFactory(writer, settings.retention_ttl_days)
+    received = {"now": 0}  # at the tip: the clock reads the batch's receive time
+    factory = DynamoDbProcessorFactory(
+        writer,
+        settings.retention_ttl_days,
+        **({"wall_clock_us": lambda: received["now"]} if at_tip else {}),
+    )
     processor = factory("shardId-0")
     consumed = as_consumed(records)
 
     async def run() -> None:
         for start in range(0, len(consumed), batch):
-            await processor.process(consumed[start : start + batch])
+            part = consumed[start : start + batch]
+            received["now"] = int(part[-1].record["received_at"])
+            await processor.process(part)
 
     started = time.perf_counter()
     asyncio.run(run())
@@ -307,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lambda moto: bench_consumer(moto, records),
         lambda moto: bench_processor(moto.endpoint, records, CATCH_UP_BATCH, "catch-up"),
         lambda moto: bench_processor(
-            moto.endpoint, records[: sizes.steady_sample], STEADY_BATCH, "tip"
+            moto.endpoint, records[: sizes.steady_sample], STEADY_BATCH, "tip", at_tip=True
         ),
         lambda moto: bench_naive(moto.endpoint, records[: sizes.naive_sample]),
     ]

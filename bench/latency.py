@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import cast
 
 from bench.common import (
     MotoProcess,
@@ -115,7 +116,7 @@ def consumer_process(
     out: Connection,
 ) -> None:
     """One consumer worker (default settings) until ``stop``; sends samples and counters."""
-    from consumers.app import run_consumer
+    from consumers.app import ConsumerKind, run_consumer
     from core.heap import freeze_startup_heap
 
     for name, value in DUMMY_CREDENTIALS.items():
@@ -133,7 +134,8 @@ def consumer_process(
 
         threading.Thread(target=relay, daemon=True).start()
         # As `crypto-live consume` runs it.
-        await run_consumer(settings, kind, stopping, metrics, freeze_startup_heap)  # type: ignore[arg-type]
+        group = cast(ConsumerKind, kind)
+        await run_consumer(settings, group, stopping, metrics, on_built=freeze_startup_heap)
 
     asyncio.run(main())
     out.send((metrics.samples, metrics.snapshot()))

@@ -15,6 +15,7 @@ taken back, over a backlog) would hold two million. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -54,3 +55,31 @@ class ReadLimit:
         if kinesis_records > 0 and user_records > 0:
             average = user_records / kinesis_records
             self._per_record = max(self._per_record or 1.0, average)
+
+
+@dataclass(slots=True)
+class ReadPace:
+    """When a shard's next GetRecords may go: ``idle_seconds`` after the last at the tip (KCL's
+    idleTimeBetweenReadsInMillis), at once while it is behind, as long as no more than
+    ``per_second`` reads fall in any second (AWS allows 5 per shard, shared by every consumer
+    group). Pure: times are given."""
+
+    idle_seconds: float
+    per_second: int = 5
+    _starts: deque[float] = field(default_factory=deque, init=False)
+
+    def started(self, at: float) -> None:
+        """A read started at ``at`` (monotonic seconds)."""
+        self._starts.append(at)
+        while len(self._starts) > self.per_second:
+            self._starts.popleft()
+
+    def pause(self, now: float, behind: bool) -> float:
+        """Seconds to wait before the next read: ``behind`` when the last page had records
+        and the shard's tip is further on."""
+        last = self._starts[-1] if self._starts else now
+        if not behind:
+            return max(0.0, last + self.idle_seconds - now)
+        if len(self._starts) < self.per_second:
+            return 0.0
+        return max(0.0, self._starts[0] + 1.0 - now)

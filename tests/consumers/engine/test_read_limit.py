@@ -16,7 +16,7 @@ from consumers.engine.deaggregation import MAGIC
 from consumers.engine.executors import EngineExecutors, InlineRunner
 from consumers.engine.leases import Lease, MemoryLeaseStore
 from consumers.engine.memory_kinesis import MemoryKinesis
-from consumers.engine.read_limit import FIRST_LIMIT, ReadLimit
+from consumers.engine.read_limit import FIRST_LIMIT, ReadLimit, ReadPace
 from consumers.engine.records import ConsumedRecord, Position
 from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
 from tests.consumers.engine import virtual_time
@@ -138,3 +138,21 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
     assert sink.writes == dict.fromkeys(range(600), 1)
     last = kinesis.records(SHARD)[-1]["SequenceNumber"]
     assert handle.lease.position == Position(int(last), 19)
+
+
+def test_pace_at_the_tip_waits_the_idle_time_from_the_last_read() -> None:
+    pace = ReadPace(idle_seconds=0.5)
+    pace.started(10.0)
+    assert pace.pause(10.1, behind=False) == pytest.approx(0.4)
+    assert pace.pause(10.7, behind=False) == 0.0
+
+
+def test_pace_while_behind_reads_on_at_most_five_times_a_second() -> None:
+    pace = ReadPace(idle_seconds=0.5)
+    for at in (10.0, 10.05, 10.1, 10.15):
+        pace.started(at)
+        assert pace.pause(at + 0.01, behind=True) == 0.0  # fewer than 5 in the last second
+    pace.started(10.2)
+    assert pace.pause(10.25, behind=True) == pytest.approx(0.75)  # the 6th waits for 11.0
+    pace.started(11.0)
+    assert pace.pause(11.01, behind=True) == pytest.approx(0.04)  # the window moved on

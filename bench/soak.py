@@ -75,7 +75,8 @@ class Sample:
 @dataclass(frozen=True, slots=True)
 class Flatness:
     """One process's RSS judged over the soak: the baseline is its RSS at the end of the
-    warm-up; flat when every later sample lies within ``limit`` of it."""
+    warm-up; flat when every later sample lies within ``limit`` of it; ``grew`` when one lies
+    above it by more (a drop is memory the burst took being given back, not a leak)."""
 
     start: int  # first sample of the run
     peak_before: int  # highest sample up to the end of the warm-up (the burst included)
@@ -96,6 +97,10 @@ class Flatness:
     @property
     def flat(self) -> bool:
         return max(-self.below, self.above) <= self.limit
+
+    @property
+    def grew(self) -> bool:
+        return self.above > self.limit
 
 
 def flatness(series: Sequence[tuple[float, int]], warmup_end: float, limit: float) -> Flatness:
@@ -314,8 +319,9 @@ def readme_rows(result: SoakResult, burst: int, seconds: float, warmup: float) -
                 f"{mib(judged.peak_before)}, {mib(judged.baseline)} after warm-up "
                 f"(first {warmup:.0f} s of the soak), then {mib(judged.low)} to "
                 f"{mib(judged.high)} ({judged.below:+.1%} / {judged.above:+.1%}), end "
-                f"{mib(judged.end)}: **flat within {FLAT:.0%}: "
-                f"{'yes' if judged.flat else 'NO'}**",
+                f"{mib(judged.end)}: **grew past +{FLAT:.0%}: "
+                f"{'YES' if judged.grew else 'no'}**; flat within {FLAT:.0%}: "
+                f"{'yes' if judged.flat else 'no, it fell back'}",
             )
         )
     rows.append(

@@ -97,7 +97,11 @@ class MotoServer:
     it) as a process, for the ``with`` block; its output goes to ``log`` (default: discarded)."""
 
     def __init__(
-        self, module: str = "moto.server", *, log: IO[bytes] | None = None, cwd: Path | None = None
+        self,
+        module: str = "crypto_live.moto_process",
+        *,
+        log: IO[bytes] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self._module = module
         self._log = log

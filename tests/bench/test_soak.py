@@ -24,6 +24,7 @@ def test_a_series_within_the_limit_of_its_post_warmup_baseline_is_flat() -> None
 
 def test_growth_past_the_limit_after_warmup_is_not_flat() -> None:
     judged = flatness([(0.0, 100 * MIB), (20.0, 100 * MIB), (30.0, 111 * MIB)], 20.0, 0.10)
+    assert judged.grew
     assert judged.above == pytest.approx(0.11)
     assert not judged.flat
 
@@ -31,6 +32,7 @@ def test_growth_past_the_limit_after_warmup_is_not_flat() -> None:
 def test_a_drop_past_the_limit_is_not_flat_either() -> None:
     judged = flatness([(0.0, 100 * MIB), (20.0, 100 * MIB), (30.0, 89 * MIB)], 20.0, 0.10)
     assert not judged.flat
+    assert not judged.grew  # memory given back is not growth
 
 
 def test_no_samples_after_warmup_judge_the_baseline_alone() -> None:

@@ -131,6 +131,7 @@ class ShardReader:
         self._in_sink: deque[tuple[list[Position], list[int | None]]] = deque()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._last_read: int | None = None  # sequence of the last Kinesis record read
+        self._commits = 0  # checkpoints written: a pass that wrote one resets the backoff
         self._read_limit = ReadLimit(config.limit, config.max_user_records)
         self._pace = ReadPace(config.idle_seconds, max(1, round(1 / config.idle_seconds)))
 
@@ -157,6 +158,7 @@ class ShardReader:
             await _sleep_or_stop(stop, self._config.parent_poll_seconds)
         failures = 0
         while True:
+            commits = self._commits
             try:
                 return await self._read(stop)
             except LeaseLostError:
@@ -166,6 +168,8 @@ class ShardReader:
                     err = aws_error(err)
                 if not isinstance(err, CryptoLiveError) or not err.retriable:
                     raise
+                if self._commits > commits:
+                    failures = 0  # the pass checkpointed: a new failure, not a repeat of one
                 # Nothing beyond the checkpoint is durable for sure: drop it, wait, re-read.
                 self._processor.abandon()
                 delay = self._config.retry_backoff.delay(failures)
@@ -270,6 +274,7 @@ class ShardReader:
         if position is None:
             return
         await self._handle.checkpoint(position.sequence_number, position.sub_sequence)
+        self._commits += 1
         durable: list[int | None] = []
         while self._in_sink:
             positions, received = self._in_sink[0]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -107,20 +106,51 @@ def _consume_while_resharding(
         _wait_active(aws, stream)
         publish(settings, aws, records[half:])
 
+    def state() -> str:
+        """What the worker, its leases and the stream look like: the message of a timeout."""
+        leases = DynamoLeaseStore(aws.dynamodb, "reshard-test-leases").list_leases()
+        shards = aws.kinesis.list_shards(StreamName=stream)["Shards"]
+        processed: dict[str, int] = {}
+        for _, shard, _kind, times in recorder.events:
+            processed[shard] = processed.get(shard, 0) + len(times)
+        ended = sorted(shard for _, shard, kind, _ in recorder.events if kind == "ended")
+        return "\n".join(
+            [
+                f"items {count_items(aws, settings.dynamo_table_name)} of {len(records)}",
+                f"owned {worker.owned_shards}, lag {worker.lag_ms}",
+                f"processed per shard {processed}, ended {ended}",
+                *(
+                    f"lease {x.shard_id} owner={x.owner} counter={x.counter} "
+                    f"checkpoint={x.checkpoint} parents={x.parents}"
+                    for x in leases
+                ),
+                *(
+                    f"shard {s['ShardId']} parents="
+                    f"{[s.get(k) for k in ('ParentShardId', 'AdjacentParentShardId')]} "
+                    f"ending={s['SequenceNumberRange'].get('EndingSequenceNumber')}"
+                    for s in shards
+                ),
+            ]
+        )
+
     async def scenario() -> None:
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
-        producer = threading.Thread(target=produce_and_reshard)
-        producer.start()
-        async with asyncio.timeout(90):
-            while producer.is_alive() or count_items(aws, settings.dynamo_table_name) < len(
-                records
-            ):
-                await asyncio.sleep(0.5)
-                if running.done():
-                    running.result()
-        stop.set()
-        await running
+        producing = asyncio.create_task(asyncio.to_thread(produce_and_reshard))
+        try:
+            async with asyncio.timeout(90):
+                while not producing.done() or count_items(aws, settings.dynamo_table_name) < len(
+                    records
+                ):
+                    await asyncio.sleep(0.5)
+                    for task in (running, producing):
+                        if task.done():
+                            task.result()  # a failure in the worker or the producer, at once
+        except TimeoutError:
+            raise AssertionError(f"not all records consumed in 90 s:\n{state()}") from None
+        finally:
+            stop.set()
+            await running
 
     asyncio.run(scenario())
     return recorder

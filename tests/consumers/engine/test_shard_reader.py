@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -28,7 +29,12 @@ CONFIG = ReaderConfig(
 class Harness:
     """One shard, one lease owned by "me", one reader; the store records checkpoints."""
 
-    def __init__(self, kinesis: MemoryKinesis, processor: MemoryProcessor | None = None) -> None:
+    def __init__(
+        self,
+        kinesis: MemoryKinesis,
+        processor: MemoryProcessor | None = None,
+        config: ReaderConfig = CONFIG,
+    ) -> None:
         self.kinesis = kinesis
         self.store = MemoryLeaseStore()
         self.store.create(SHARD, (), "TRIM_HORIZON")
@@ -43,7 +49,7 @@ class Harness:
             self.processor,
             CODEC,
             no_dead_letters,
-            config=CONFIG,
+            config=config,
             parents_done=lambda: True,
             closed_ending=self.closed_ending,
             executors=EngineExecutors.inline(),
@@ -252,6 +258,42 @@ def test_sink_out_of_retries_backs_off_and_rereads_from_the_checkpoint(
     assert harness.stored().checkpoint == last_sequence(kinesis)
     # Each retry re-opened the shard at the checkpoint (end of batch one).
     assert kinesis.calls["GetShardIterator"] == 3
+
+
+def test_backoff_starts_again_after_a_pass_that_checkpointed() -> None:
+    """Failures in a row back off further each time; once a re-read pass has checkpointed
+    progress, the next failure is a new one and waits the shortest backoff again."""
+    kinesis = MemoryKinesis(1)
+    put(kinesis, range(50))
+    attempts: list[int] = []
+
+    class Recording(Backoff):
+        def delay(self, attempt: int, rand: Callable[[], float] = lambda: 1.0) -> float:
+            attempts.append(attempt)
+            return super().delay(attempt, lambda: 1.0)
+
+    failures_left = {1: 2, 3: 1}  # batch two fails twice in a row; batch four once
+
+    class Failing(MemoryProcessor):
+        batches_done = 0
+
+        async def process(self, records: Sequence[ConsumedRecord]) -> Position | None:
+            if records and failures_left.get(self.batches_done):
+                failures_left[self.batches_done] -= 1
+                raise DynamoDbRetriesExhaustedError("gave up after 600s of retries")
+            position = await super().process(records)
+            self.batches_done += bool(records)
+            return position
+
+    harness = Harness(
+        kinesis,
+        Failing(MemorySink(), "me", SHARD),
+        replace(CONFIG, retry_backoff=Recording(base=1.0, cap=4.0)),
+    )
+
+    assert harness.run(stop_after=60) is Outcome.STOPPED
+    assert harness.sink.writes == dict.fromkeys(range(50), 1)
+    assert attempts == [0, 1, 0]
 
 
 def test_permanent_sink_error_is_raised_to_the_owner() -> None:

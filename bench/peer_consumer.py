@@ -141,6 +141,7 @@ class CountingProcessor:
 async def _drain_ours(endpoint: str, stream: str, app: str, sink: CountingSink) -> None:
     from consumers.app import Sink, build_worker
     from core.aws import AwsClients
+    from core.heap import freeze_startup_heap
     from core.metrics import Metrics
     from core.settings import load_settings
 
@@ -154,6 +155,7 @@ async def _drain_ours(endpoint: str, stream: str, app: str, sink: CountingSink) 
     # The real engine and lease table (<app>-leases), default settings; "dynamodb" only names
     # the group when CONSUMER_APP_NAME is unset, and it is set here.
     worker = build_worker(settings, clients, "dynamodb", Metrics("bench-peer"), sink_of_group)
+    freeze_startup_heap()  # as `crypto-live consume` does once its worker is built (run_consumer)
     running = asyncio.create_task(worker.run(stop))
     waiting = asyncio.create_task(done.wait())
     await asyncio.wait(

@@ -162,18 +162,30 @@ class DynamoLeaseStore:
     def ensure_table(self) -> None:
         with _as_aws_error(f"CreateTable {self._table}"):
             try:
-                self._db.create_table(
+                created = self._db.create_table(
                     TableName=self._table,
                     BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
                 )
+                status = created["TableDescription"].get("TableStatus")
             except ClientError as err:
                 if error_code(err) != "ResourceInUseException":
                     raise
+                status = self._status()
+            if status == "ACTIVE":
+                return  # the usual case on a restart (and at once on emulators): no waiter
             self._db.get_waiter("table_exists").wait(
                 TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
+
+    def _status(self) -> str | None:
+        """The table's status, or None when DescribeTable fails (the waiter decides then)."""
+        try:
+            status: str = self._db.describe_table(TableName=self._table)["Table"]["TableStatus"]
+        except ClientError:
+            return None
+        return status
 
     def list_leases(self) -> list[Lease]:
         leases: list[Lease] = []

@@ -202,22 +202,30 @@ class Worker:
                 and not lease.finished
             ):
                 await self._take(lease)
-        for lease in choose_leases(leases, self.worker_id, expired):
-            await self._take(
-                lease, stolen=lease.owner is not None and lease.shard_id not in expired
+        # The takes go out together (each its own conditional update): a worker starting on
+        # many shards reads all of them one round trip after the lease scan, not one per shard.
+        await asyncio.gather(
+            *(
+                self._take(lease, stolen=lease.owner is not None and lease.shard_id not in expired)
+                for lease in choose_leases(leases, self.worker_id, expired)
             )
+        )
         self._on_cycle()  # a full lease cycle worked: the worker is alive
 
     async def _discover(self) -> None:
         shards = await self._executors.reads(self._kinesis.list_shards)
         known = {shard.shard_id for shard in shards}
+        creates = []
         for shard in shards:
             if shard.ending_sequence is not None:
                 self._closed[shard.shard_id] = shard.ending_sequence
             parents = tuple(sorted(parent for parent in shard.parents if parent in known))
             start = "TRIM_HORIZON" if parents else self._config.initial_position
             if shard.shard_id not in self._leases:
-                await self._executors.leases(self._store.create, shard.shard_id, parents, start)
+                creates.append(
+                    self._executors.leases(self._store.create, shard.shard_id, parents, start)
+                )
+        await asyncio.gather(*creates)  # conditional puts, independent of each other
 
     async def _take(self, lease: Lease, *, stolen: bool = False) -> None:
         if self._stop.is_set():

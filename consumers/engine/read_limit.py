@@ -10,7 +10,14 @@ small aggregates at the tip, flushed by the producer's timer, must not open the 
 backlog of full ones). Until a page has shown what a record carries, the Limit is 10: ten
 Kinesis records are at most 10 MiB whatever they hold (AWS's own page cap), ~2,200 records in
 our producer's aggregates, where a first page of 10,000 (a reader just started, or a lease
-taken back, over a backlog) would hold two million. Pure: no I/O, no clock.
+taken back, over a backlog) would hold two million.
+
+The bound also follows the sink's pace: a page holds about PAGE_SECONDS of what the last page
+took from GetRecords' answer to the sink's (decoding and writing), PACED_FLOOR user records at
+least. A sink that writes slowly (DynamoDB on an emulator: ~2,500 records a second) is not
+handed pages it spends many seconds over while holding them decoded: a catch-up of the DynamoDB
+consumer then holds what it holds at the tip, and its memory stays flat; a fast sink still
+gets full pages. Pure: no I/O, no clock (the seconds are given).
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from typing import Final
 # Kinesis records a shard's first GetRecords asks for at most, before any page was seen: a
 # record is at most 1 MiB, so this is AWS's 10 MiB page cap, reached only by full-size ones.
 FIRST_LIMIT: Final = 10
+# A page holds about this many seconds of the sink's last measured pace...
+PAGE_SECONDS: Final = 1.0
+# ...and never fewer user records than this by pace (a page at the tip, small and waited on,
+# says little about how fast the sink writes a backlog).
+PACED_FLOOR: Final = 500
 
 
 @dataclass(slots=True)
@@ -33,6 +45,7 @@ class ReadLimit:
     max_kinesis_records: int
     max_user_records: int
     _per_record: float | None = field(default=None, init=False)  # the highest page average
+    _paced: int | None = field(default=None, init=False)  # user records by the sink's pace
 
     def __post_init__(self) -> None:
         if self.max_kinesis_records < 1 or self.max_user_records < 1:
@@ -44,9 +57,12 @@ class ReadLimit:
     @property
     def next(self) -> int:
         """Kinesis records to ask for."""
+        users = self.max_user_records
+        if self._paced is not None:
+            users = min(users, self._paced)
         if self._per_record is None:
-            return min(self.max_kinesis_records, self.max_user_records, FIRST_LIMIT)
-        by_users = int(self.max_user_records / self._per_record)
+            return min(self.max_kinesis_records, users, FIRST_LIMIT)
+        by_users = int(users / self._per_record)
         return max(1, min(self.max_kinesis_records, by_users))
 
     def observe(self, kinesis_records: int, user_records: int) -> None:
@@ -55,6 +71,12 @@ class ReadLimit:
         if kinesis_records > 0 and user_records > 0:
             average = user_records / kinesis_records
             self._per_record = max(self._per_record or 1.0, average)
+
+    def handed(self, user_records: int, seconds: float) -> None:
+        """A page's ``user_records`` took ``seconds`` from GetRecords' answer until the sink
+        had them: later pages hold about PAGE_SECONDS of that pace (PACED_FLOOR at least)."""
+        if user_records > 0 and seconds > 0:
+            self._paced = max(PACED_FLOOR, int(user_records / seconds * PAGE_SECONDS))
 
 
 @dataclass(slots=True)

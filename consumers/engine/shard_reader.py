@@ -239,6 +239,7 @@ class ShardReader:
         """Hand one page to the processor; True when the shard has ended."""
         self._handle.millis_behind = page.millis_behind
         self._metrics.set_shard_lag(self.shard_id, page.millis_behind)
+        started = asyncio.get_running_loop().time()
         records = await self._decode(page.records, skip)
         self._read_limit.observe(_yielding(page.records, records), len(records))
         if page.records:
@@ -250,6 +251,7 @@ class ShardReader:
                 ([r.position for r in records], [_received_at(r.record) for r in records])
             )
             await self._commit(await self._processor.process(records))
+            self._read_limit.handed(len(records), asyncio.get_running_loop().time() - started)
         # AWS ends a closed shard with a null iterator; moto never does (see below).
         return page.next_iterator is None or (not page.records and self._read_to_closed_end())
 

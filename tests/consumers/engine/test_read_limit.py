@@ -16,7 +16,13 @@ from consumers.engine.deaggregation import MAGIC
 from consumers.engine.executors import EngineExecutors, InlineRunner
 from consumers.engine.leases import Lease, MemoryLeaseStore
 from consumers.engine.memory_kinesis import MemoryKinesis
-from consumers.engine.read_limit import FIRST_LIMIT, ReadLimit, ReadPace
+from consumers.engine.read_limit import (
+    FIRST_LIMIT,
+    PACED_FLOOR,
+    PAGE_SECONDS,
+    ReadLimit,
+    ReadPace,
+)
 from consumers.engine.records import ConsumedRecord, Position
 from consumers.engine.shard_reader import LeaseHandle, Outcome, ReaderConfig, ShardReader
 from tests.consumers.engine import virtual_time
@@ -67,6 +73,31 @@ def test_the_limit_is_never_below_one() -> None:
     limit = ReadLimit(10_000, 100)
     limit.observe(1, 5_000)  # one aggregate larger than the bound
     assert limit.next == 1
+
+
+def test_a_slow_sink_gets_pages_of_about_a_second_of_its_pace() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(10, 2_200)  # 220 user records per Kinesis record
+    limit.handed(2_200, 1.1)  # the sink took 1.1 s over them: 2,000 a second
+    assert PAGE_SECONDS == 1.0
+    assert limit.next == 9  # 9 x 220 = 1,980 user records: about a second of it
+    limit.handed(1_980, 0.01)  # it caught up: fast again
+    assert limit.next == 45  # the bound by user records, 10,000
+
+
+def test_the_pace_never_bounds_a_page_below_the_floor() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(10, 10)  # unaggregated
+    limit.handed(50, 2.0)  # a small page at the tip, waited on
+    assert limit.next == PACED_FLOOR == 500
+
+
+def test_a_page_that_handed_nothing_or_took_no_time_tells_nothing_of_the_pace() -> None:
+    limit = ReadLimit(10_000, 10_000)
+    limit.observe(10, 10)
+    limit.handed(0, 1.0)
+    limit.handed(100, 0.0)
+    assert limit.next == 10_000
 
 
 @pytest.mark.parametrize(("kinesis", "users"), [(0, 10), (10, 0), (-1, 10)])
@@ -138,6 +169,51 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
     assert sink.writes == dict.fromkeys(range(600), 1)
     last = kinesis.records(SHARD)[-1]["SequenceNumber"]
     assert handle.lease.position == Position(int(last), 19)
+
+
+class SlowSink(BatchSizes):
+    """Writes 100 user records a second (virtual time): a sink far slower than the reads."""
+
+    async def write(self, owner: str, shard_id: str, records: Sequence[ConsumedRecord]) -> None:
+        await asyncio.sleep(len(records) / 100)
+        await super().write(owner, shard_id, records)
+
+
+def test_a_reader_over_a_slow_sink_holds_about_a_second_of_its_pace() -> None:
+    kinesis = MemoryKinesis(1)
+    for first in range(0, 6_200, 20):  # 310 aggregates of 20 user records
+        payloads = [CODEC.encode(record(i)) for i in range(first, first + 20)]
+        kinesis.put_record(aggregate(payloads, f"key-{first}"), f"key-{first}")
+    store = MemoryLeaseStore()
+    store.create(SHARD, (), "TRIM_HORIZON")
+    handle = LeaseHandle(
+        store.take(Lease(SHARD, None, 0, "TRIM_HORIZON"), "me"), store, run=InlineRunner()
+    )
+    sink = SlowSink()
+    reader = ShardReader(
+        handle,
+        kinesis,
+        kinesis.stream,
+        sink.processor("me", SHARD),
+        CODEC,
+        no_dead_letters,
+        config=ReaderConfig(idle_seconds=0.5, limit=10_000, wall_clock_ms=int),
+        parents_done=lambda: True,
+        closed_ending=lambda: None,
+        executors=EngineExecutors.inline(),
+    )
+
+    async def run() -> Outcome:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(200.0, stop.set)
+        return await reader.run(stop)
+
+    assert virtual_time.run(run()) is Outcome.STOPPED
+    # The first page: FIRST_LIMIT aggregates (200 records, 2 s at 100 a second); after it, the
+    # floor of 500 user records (a second of this sink is 100), not the 10,000 of the bound.
+    assert sink.batches[0] == 200
+    assert set(sink.batches[1:]) == {PACED_FLOOR}
+    assert sink.writes == dict.fromkeys(range(6_200), 1)
 
 
 def test_pace_at_the_tip_waits_the_idle_time_from_the_last_read() -> None:

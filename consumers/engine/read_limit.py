@@ -39,8 +39,9 @@ PACED_FLOOR: Final = 500
 @dataclass(slots=True)
 class ReadLimit:
     """The Limit for a shard's next GetRecords: at most ``max_kinesis_records`` (the API's own
-    Limit), and at most ``max_user_records`` user records by what the pages so far held; never
-    below 1. Until a page has yielded user records it is at most FIRST_LIMIT."""
+    Limit), and at most ``max_user_records`` user records (or, when fewer, PAGE_SECONDS of the
+    sink's last pace) by what the pages so far held; never below 1. Until a page has yielded
+    user records it is at most FIRST_LIMIT."""
 
     max_kinesis_records: int
     max_user_records: int

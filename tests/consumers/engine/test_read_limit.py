@@ -133,17 +133,24 @@ class BatchSizes(MemorySink):
         await super().write(owner, shard_id, records)
 
 
-def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> None:
+def backlog(records: int) -> MemoryKinesis:
+    """One shard holding ``records`` user records in aggregates of 20."""
     kinesis = MemoryKinesis(1)
-    for first in range(0, 600, 20):  # 30 aggregates of 20 user records
+    for first in range(0, records, 20):
         payloads = [CODEC.encode(record(i)) for i in range(first, first + 20)]
         kinesis.put_record(aggregate(payloads, f"key-{first}"), f"key-{first}")
+    return kinesis
+
+
+def read_until(
+    kinesis: MemoryKinesis, sink: MemorySink, config: ReaderConfig, seconds: float
+) -> LeaseHandle:
+    """A reader of the shard into ``sink`` for ``seconds`` of virtual time; its lease handle."""
     store = MemoryLeaseStore()
     store.create(SHARD, (), "TRIM_HORIZON")
     handle = LeaseHandle(
         store.take(Lease(SHARD, None, 0, "TRIM_HORIZON"), "me"), store, run=InlineRunner()
     )
-    sink = BatchSizes()
     reader = ShardReader(
         handle,
         kinesis,
@@ -151,7 +158,7 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
         sink.processor("me", SHARD),
         CODEC,
         no_dead_letters,
-        config=ReaderConfig(idle_seconds=0.5, limit=500, max_user_records=50, wall_clock_ms=int),
+        config=config,
         parents_done=lambda: True,
         closed_ending=lambda: None,
         executors=EngineExecutors.inline(),
@@ -159,10 +166,20 @@ def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> N
 
     async def run() -> Outcome:
         stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(30.0, stop.set)
+        asyncio.get_running_loop().call_later(seconds, stop.set)
         return await reader.run(stop)
 
     assert virtual_time.run(run()) is Outcome.STOPPED
+    return handle
+
+
+def test_a_reader_far_behind_holds_at_most_the_bound_after_its_first_page() -> None:
+    kinesis = backlog(600)  # 30 aggregates of 20 user records
+    sink = BatchSizes()
+    config = ReaderConfig(idle_seconds=0.5, limit=500, max_user_records=50, wall_clock_ms=int)
+
+    handle = read_until(kinesis, sink, config, 30.0)
+
     # The first page knows nothing yet (FIRST_LIMIT aggregates, not 500); then 50 // 20 = 2
     # aggregates a page.
     assert sink.batches == [200] + [40] * 10
@@ -180,35 +197,10 @@ class SlowSink(BatchSizes):
 
 
 def test_a_reader_over_a_slow_sink_holds_about_a_second_of_its_pace() -> None:
-    kinesis = MemoryKinesis(1)
-    for first in range(0, 6_200, 20):  # 310 aggregates of 20 user records
-        payloads = [CODEC.encode(record(i)) for i in range(first, first + 20)]
-        kinesis.put_record(aggregate(payloads, f"key-{first}"), f"key-{first}")
-    store = MemoryLeaseStore()
-    store.create(SHARD, (), "TRIM_HORIZON")
-    handle = LeaseHandle(
-        store.take(Lease(SHARD, None, 0, "TRIM_HORIZON"), "me"), store, run=InlineRunner()
-    )
     sink = SlowSink()
-    reader = ShardReader(
-        handle,
-        kinesis,
-        kinesis.stream,
-        sink.processor("me", SHARD),
-        CODEC,
-        no_dead_letters,
-        config=ReaderConfig(idle_seconds=0.5, limit=10_000, wall_clock_ms=int),
-        parents_done=lambda: True,
-        closed_ending=lambda: None,
-        executors=EngineExecutors.inline(),
-    )
 
-    async def run() -> Outcome:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(200.0, stop.set)
-        return await reader.run(stop)
+    read_until(backlog(6_200), sink, ReaderConfig(idle_seconds=0.5, wall_clock_ms=int), 200.0)
 
-    assert virtual_time.run(run()) is Outcome.STOPPED
     # The first page: FIRST_LIMIT aggregates (200 records, 2 s at 100 a second); after it, the
     # floor of 500 user records (a second of this sink is 100), not the 10,000 of the bound.
     assert sink.batches[0] == 200

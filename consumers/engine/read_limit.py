@@ -30,10 +30,12 @@ from typing import Final
 # record is at most 1 MiB, so this is AWS's 10 MiB page cap, reached only by full-size ones.
 FIRST_LIMIT: Final = 10
 # A page holds about this many seconds of the sink's last measured pace...
-PAGE_SECONDS: Final = 1.0
-# ...and never fewer user records than this by pace (a page at the tip, small and waited on,
-# says little about how fast the sink writes a backlog).
-PACED_FLOOR: Final = 500
+PAGE_SECONDS: Final = 2.0
+# ...and never fewer user records than this by pace: a page's time includes what the sink
+# waits on per batch (the DynamoDB sink's LATEST_WAIT), so pages much smaller than this would
+# pay that wait more often than they save memory; a page at the tip, small and waited on, says
+# little about how fast the sink writes a backlog.
+PACED_FLOOR: Final = 2_000
 
 
 @dataclass(slots=True)

@@ -75,13 +75,13 @@ def test_the_limit_is_never_below_one() -> None:
     assert limit.next == 1
 
 
-def test_a_slow_sink_gets_pages_of_about_a_second_of_its_pace() -> None:
+def test_a_slow_sink_gets_pages_of_about_two_seconds_of_its_pace() -> None:
     limit = ReadLimit(10_000, 10_000)
     limit.observe(10, 2_200)  # 220 user records per Kinesis record
-    limit.handed(2_200, 1.1)  # the sink took 1.1 s over them: 2,000 a second
-    assert PAGE_SECONDS == 1.0
-    assert limit.next == 9  # 9 x 220 = 1,980 user records: about a second of it
-    limit.handed(1_980, 0.01)  # it caught up: fast again
+    limit.handed(2_200, 0.55)  # the sink took 0.55 s over them: 4,000 a second
+    assert PAGE_SECONDS == 2.0
+    assert limit.next == 36  # 36 x 220 = 7,920 user records: about two seconds of it
+    limit.handed(7_920, 0.01)  # it caught up: fast again
     assert limit.next == 45  # the bound by user records, 10,000
 
 
@@ -89,7 +89,7 @@ def test_the_pace_never_bounds_a_page_below_the_floor() -> None:
     limit = ReadLimit(10_000, 10_000)
     limit.observe(10, 10)  # unaggregated
     limit.handed(50, 2.0)  # a small page at the tip, waited on
-    assert limit.next == PACED_FLOOR == 500
+    assert limit.next == PACED_FLOOR == 2_000
 
 
 def test_a_page_that_handed_nothing_or_took_no_time_tells_nothing_of_the_pace() -> None:
@@ -196,13 +196,13 @@ class SlowSink(BatchSizes):
         await super().write(owner, shard_id, records)
 
 
-def test_a_reader_over_a_slow_sink_holds_about_a_second_of_its_pace() -> None:
+def test_a_reader_over_a_slow_sink_holds_about_two_seconds_of_its_pace() -> None:
     sink = SlowSink()
 
     read_until(backlog(6_200), sink, ReaderConfig(idle_seconds=0.5, wall_clock_ms=int), 200.0)
 
     # The first page: FIRST_LIMIT aggregates (200 records, 2 s at 100 a second); after it, the
-    # floor of 500 user records (a second of this sink is 100), not the 10,000 of the bound.
+    # floor of 2,000 user records (two seconds of this sink are 200), not the 10,000 bound.
     assert sink.batches[0] == 200
     assert set(sink.batches[1:]) == {PACED_FLOOR}
     assert sink.writes == dict.fromkeys(range(6_200), 1)

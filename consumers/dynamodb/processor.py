@@ -44,6 +44,11 @@ SHUTDOWN_WAIT_SECONDS: Final = 2.0
 CONSUMER: Final = "consumer-dynamodb"  # names this sink in an unhandled record's dead letter
 
 
+def _epoch_us() -> int:
+    """Now, in epoch microseconds (the producer's ``received_at`` clock)."""
+    return time.time_ns() // 1000
+
+
 class DynamoDbProcessor:
     """Writes each GetRecords batch's history and candle items before returning, and hands its
     latest updates to the book; the position returned is the end of the last batch whose
@@ -62,7 +67,7 @@ class DynamoDbProcessor:
         latest_wait: float = LATEST_WAIT_SECONDS,
         dead_letters: RecordDeadLetters | None = None,
         consumer: str = CONSUMER,
-        wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        wall_clock_us: Callable[[], int] = _epoch_us,
     ) -> None:
         self._writer = writer
         self._wall_clock_us = wall_clock_us
@@ -176,7 +181,7 @@ class DynamoDbProcessorFactory:
         dead_letter_source: str = "crypto-live-dynamodb",
         record_dead_letters: RecordDeadLetters | None = None,
         consumer: str = CONSUMER,
-        wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        wall_clock_us: Callable[[], int] = _epoch_us,
     ) -> None:
         self._wall_clock_us = wall_clock_us  # how old a batch is: catch-ups hold latest rows
         self._record_dead_letters = record_dead_letters
